@@ -1,0 +1,313 @@
+"""Per-symbol channels and the fan-out engine.
+
+Each message is encoded once and framed once per codec (plain, or deflate); the same frame bytes are queued on
+every subscriber. Frames queued during one event-loop turn reach a connection in one ``transport.write``.
+Nothing here awaits a client: a connection whose kernel buffer plus transport buffer grows past its limit is
+either switched to latest-only (if it asked) or closed with ``CLOSE_SLOW_CONSUMER``, so it never slows the
+others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from bluefin_service.frames import build_frame
+from bluefin_service.ring import Gap, MessageRing
+from marketdata.protocol import (
+    CLOSE_SLOW_CONSUMER,
+    SYSTEM,
+    GapData,
+    GapMessage,
+    HeartbeatData,
+    HeartbeatMessage,
+    encode,
+    market_message,
+)
+from marketdata.ticks import MarketEvent
+
+log = logging.getLogger(__name__)
+
+SlowPolicy = Literal["close", "latest"]
+MessageListener = Callable[[str, int, bytes], None]
+
+
+class Transport(Protocol):
+    def write(self, data: bytes) -> None: ...
+    def is_closing(self) -> bool: ...
+    def get_write_buffer_size(self) -> int: ...
+
+
+class Connection:
+    """One client's outgoing side: its subscriptions, pending frames and slow-consumer state."""
+
+    __slots__ = (
+        "close",
+        "closed",
+        "codec",
+        "conflating",
+        "id",
+        "latest",
+        "max_buffer",
+        "on_slow",
+        "pending",
+        "queued_seq",
+        "subscriptions",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        conn_id: int,
+        transport: Transport,
+        close: Callable[[int, str], None],
+        *,
+        codec: int = 0,
+        on_slow: SlowPolicy = "close",
+        max_buffer: int = 4 * 1024 * 1024,
+    ) -> None:
+        self.id = conn_id
+        self.transport = transport
+        self.close = close
+        self.codec = codec
+        self.on_slow = on_slow
+        self.max_buffer = max_buffer
+        self.pending: list[bytes] = []
+        self.subscriptions: dict[str, None] = {}
+        self.closed = False
+        self.conflating = False
+        self.latest: dict[str, tuple[int, bytes]] = {}
+        self.queued_seq: dict[str, int] = {}
+
+
+class Channel:
+    __slots__ = ("conflated", "groups", "ring", "symbol")
+
+    def __init__(self, symbol: str, ring_size: int) -> None:
+        self.symbol = symbol
+        self.ring = MessageRing(ring_size)
+        self.groups: dict[int, dict[Connection, None]] = {}  # codec -> subscribers
+        self.conflated: dict[Connection, None] = {}
+
+    @property
+    def seq(self) -> int:
+        return self.ring.head
+
+    def subscriber_count(self) -> int:
+        return sum(len(group) for group in self.groups.values()) + len(self.conflated)
+
+
+@dataclass
+class HubStats:
+    messages_published: int = 0
+    messages_sent: int = 0
+    bytes_written: int = 0
+    writes: int = 0
+    dropped_slow_consumers: int = 0
+    conflated_slow_consumers: int = 0
+    message_rate: float = 0.0
+    _rate_mark: tuple[float, int] = field(default=(0.0, 0), repr=False)
+
+
+class Hub:
+    def __init__(self, symbols: Iterable[str], ring_size: int = 4096) -> None:
+        self._ring_size = ring_size
+        self.channels: dict[str, Channel] = {s: Channel(s, ring_size) for s in symbols}
+        self.connections: dict[Connection, None] = {}
+        self.stats = HubStats()
+        self.listeners: list[MessageListener] = []
+        self._dirty: list[Connection] = []
+        self._flush_handle: asyncio.Handle | None = None
+
+    # -- publishing ----------------------------------------------------------------------------------------
+    def publish(self, event: MarketEvent) -> int:
+        """Sequence, record and fan out one market event; returns its seq."""
+        channel = self.channels.get(event.symbol)
+        if channel is None:
+            channel = self.channels[event.symbol] = Channel(event.symbol, self._ring_size)
+        seq = channel.ring.head + 1
+        self._fan_out(channel, seq, encode(market_message(event, seq)))
+        return seq
+
+    def publish_batch(self, events: Iterable[MarketEvent]) -> None:
+        for event in events:
+            self.publish(event)
+
+    def publish_payload(self, symbol: str, build: Callable[[int], bytes]) -> int:
+        """Sequence and fan out a message whose encoding needs the seq (server-side candles, books)."""
+        channel = self.channels[symbol]
+        seq = channel.ring.head + 1
+        self._fan_out(channel, seq, build(seq))
+        return seq
+
+    def _fan_out(self, channel: Channel, seq: int, payload: bytes) -> None:
+        channel.ring.append(seq, payload)
+        stats = self.stats
+        stats.messages_published += 1
+        for listener in self.listeners:
+            listener(channel.symbol, seq, payload)
+        if channel.groups:
+            dirty = self._dirty
+            for codec, group in channel.groups.items():
+                frame = build_frame(payload, codec)
+                for conn in group:
+                    pending = conn.pending
+                    if not pending:
+                        dirty.append(conn)
+                    pending.append(frame)
+                stats.messages_sent += len(group)
+            if self._flush_handle is None:
+                self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+        if channel.conflated:
+            latest = (seq, payload)
+            for conn in channel.conflated:
+                conn.latest[channel.symbol] = latest
+
+    def send(self, conn: Connection, payload: bytes) -> None:
+        """Queue one message for one connection (acks, errors, pongs, replays)."""
+        if conn.closed:
+            return
+        if not conn.pending:
+            self._dirty.append(conn)
+        conn.pending.append(build_frame(payload, conn.codec))
+        self.stats.messages_sent += 1
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+
+    def flush(self) -> None:
+        """Write everything queued now (tests and shutdown; normally the event loop calls it)."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        self._flush()
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        dirty, self._dirty = self._dirty, []
+        stats = self.stats
+        for conn in dirty:
+            pending = conn.pending
+            if conn.closed or not pending:
+                pending.clear()
+                continue
+            data = pending[0] if len(pending) == 1 else b"".join(pending)
+            pending.clear()
+            transport = conn.transport
+            if transport.is_closing():
+                continue
+            transport.write(data)
+            stats.writes += 1
+            stats.bytes_written += len(data)
+            if transport.get_write_buffer_size() > conn.max_buffer:
+                self._handle_slow(conn)
+
+    # -- connections and subscriptions --------------------------------------------------------------------
+    def attach(self, conn: Connection) -> None:
+        self.connections[conn] = None
+
+    def detach(self, conn: Connection) -> None:
+        conn.closed = True
+        conn.pending.clear()
+        for symbol in list(conn.subscriptions):
+            self._remove_from_channel(conn, self.channels[symbol])
+        conn.subscriptions.clear()
+        self.connections.pop(conn, None)
+
+    def subscribe(self, conn: Connection, symbol: str, resume_after: int | None = None) -> int:
+        """Add ``conn`` to ``symbol``; with ``resume_after``, first replay what it missed. Returns the head seq."""
+        channel = self.channels[symbol]
+        if resume_after is not None:
+            gap, payloads = channel.ring.after(resume_after)
+            if gap is not None:
+                self.send(conn, self.gap_payload(symbol, gap))
+            for payload in payloads:
+                self.send(conn, payload)
+        if symbol not in conn.subscriptions:
+            conn.subscriptions[symbol] = None
+            if conn.conflating:
+                channel.conflated[conn] = None
+                conn.queued_seq[symbol] = channel.seq
+            else:
+                channel.groups.setdefault(conn.codec, {})[conn] = None
+        return channel.seq
+
+    def unsubscribe(self, conn: Connection, symbol: str) -> None:
+        if conn.subscriptions.pop(symbol, 0) is None:
+            self._remove_from_channel(conn, self.channels[symbol])
+
+    def _remove_from_channel(self, conn: Connection, channel: Channel) -> None:
+        group = channel.groups.get(conn.codec)
+        if group is not None:
+            group.pop(conn, None)
+            if not group:
+                del channel.groups[conn.codec]
+        channel.conflated.pop(conn, None)
+        conn.latest.pop(channel.symbol, None)
+        conn.queued_seq.pop(channel.symbol, None)
+
+    # -- slow consumers ----------------------------------------------------------------------------------
+    def _handle_slow(self, conn: Connection) -> None:
+        if conn.on_slow == "latest":
+            if conn.conflating:
+                return
+            conn.conflating = True
+            self.stats.conflated_slow_consumers += 1
+            for symbol in conn.subscriptions:
+                channel = self.channels[symbol]
+                self._remove_from_channel(conn, channel)
+                channel.conflated[conn] = None
+                conn.queued_seq[symbol] = channel.seq
+            return
+        queued = conn.transport.get_write_buffer_size()
+        self.stats.dropped_slow_consumers += 1
+        log.warning("closing slow consumer #%d: %d bytes queued (limit %d)", conn.id, queued, conn.max_buffer)
+        self.detach(conn)
+        conn.close(CLOSE_SLOW_CONSUMER, f"slow consumer: {queued} bytes queued, limit {conn.max_buffer}")
+
+    def drain_conflated(self) -> None:
+        """Bring latest-only connections whose buffers have drained back to the live stream."""
+        for conn in list(self.connections):
+            if not conn.conflating or conn.closed:
+                continue
+            if conn.transport.get_write_buffer_size() > conn.max_buffer // 4:
+                continue
+            conn.conflating = False
+            for symbol in conn.subscriptions:
+                channel = self.channels[symbol]
+                channel.conflated.pop(conn, None)
+                queued = conn.queued_seq.pop(symbol, channel.seq)
+                latest = conn.latest.pop(symbol, None)
+                if latest is not None:
+                    seq, payload = latest
+                    if seq > queued + 1:
+                        self.send(conn, self.gap_payload(symbol, Gap(queued + 1, seq - 1, "slow_consumer")))
+                    self.send(conn, payload)
+                channel.groups.setdefault(conn.codec, {})[conn] = None
+
+    # -- system messages --------------------------------------------------------------------------------
+    @staticmethod
+    def gap_payload(symbol: str, gap: Gap) -> bytes:
+        return encode(GapMessage(symbol, time.time(), GapData(gap.from_seq, gap.to_seq, gap.reason)))
+
+    def active_symbols(self) -> int:
+        return sum(1 for channel in self.channels.values() if channel.subscriber_count())
+
+    def send_heartbeats(self, running: bool) -> None:
+        now = time.time()
+        connections = len(self.connections)
+        active = self.active_symbols()
+        for conn in list(self.connections):
+            last_seq = {symbol: self.channels[symbol].seq for symbol in conn.subscriptions}
+            data = HeartbeatData(connections, active, running, last_seq)
+            self.send(conn, encode(HeartbeatMessage(SYSTEM, now, data)))
+
+    def update_rate(self, now: float) -> None:
+        mark_time, mark_count = self.stats._rate_mark
+        if mark_time:
+            elapsed = now - mark_time
+            if elapsed > 0:
+                self.stats.message_rate = (self.stats.messages_sent - mark_count) / elapsed
+        self.stats._rate_mark = (now, self.stats.messages_sent)
