@@ -91,6 +91,9 @@ def main(argv: list[str] | None = None, env_files: tuple[Path, ...] = (Path(".en
             pass
     try:
         asyncio.run(serve(settings))
+    except ConfigError as exc:
+        print(f"bluefin-service: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"bluefin-service: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
         return 1

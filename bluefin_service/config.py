@@ -35,6 +35,7 @@ class ServiceSettings(BaseSettings):
     )
     mock_seed: int | None = Field(None, description="an integer seed for reproducible mock data")
     ring_size: int = Field(4096, ge=16, le=1_000_000, description="messages kept per symbol for resume, 16 to 1000000")
+    ring_persist: bool = Field(True, description="true to keep the resume ring in DATA_DIR across restarts")
     max_message_bytes: int = Field(
         65536, ge=256, le=16 * 1024 * 1024, description="largest client frame in bytes, 256 to 16777216"
     )

@@ -87,9 +87,9 @@ class Connection:
 class Channel:
     __slots__ = ("conflated", "groups", "ring", "symbol")
 
-    def __init__(self, symbol: str, ring_size: int) -> None:
+    def __init__(self, symbol: str, ring: MessageRing) -> None:
         self.symbol = symbol
-        self.ring = MessageRing(ring_size)
+        self.ring = ring
         self.groups: dict[int, dict[Connection, None]] = {}  # codec -> subscribers
         self.conflated: dict[Connection, None] = {}
 
@@ -114,9 +114,14 @@ class HubStats:
 
 
 class Hub:
-    def __init__(self, symbols: Iterable[str], ring_size: int = 4096) -> None:
-        self._ring_size = ring_size
-        self.channels: dict[str, Channel] = {s: Channel(s, ring_size) for s in symbols}
+    def __init__(
+        self,
+        symbols: Iterable[str],
+        ring_size: int = 4096,
+        ring_factory: Callable[[str], MessageRing] | None = None,
+    ) -> None:
+        self._new_ring = ring_factory or (lambda _symbol: MessageRing(ring_size))
+        self.channels: dict[str, Channel] = {s: Channel(s, self._new_ring(s)) for s in symbols}
         self.connections: dict[Connection, None] = {}
         self.stats = HubStats()
         self.listeners: list[MessageListener] = []
@@ -128,7 +133,7 @@ class Hub:
         """Sequence, record and fan out one market event; returns its seq."""
         channel = self.channels.get(event.symbol)
         if channel is None:
-            channel = self.channels[event.symbol] = Channel(event.symbol, self._ring_size)
+            channel = self.channels[event.symbol] = Channel(event.symbol, self._new_ring(event.symbol))
         seq = channel.ring.head + 1
         self._fan_out(channel, seq, encode(market_message(event, seq)))
         return seq
@@ -303,6 +308,10 @@ class Hub:
             last_seq = {symbol: self.channels[symbol].seq for symbol in conn.subscriptions}
             data = HeartbeatData(connections, active, running, last_seq)
             self.send(conn, encode(HeartbeatMessage(SYSTEM, now, data)))
+
+    def close(self) -> None:
+        for channel in self.channels.values():
+            channel.ring.close()
 
     def update_rate(self, now: float) -> None:
         mark_time, mark_count = self.stats._rate_mark

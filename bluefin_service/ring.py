@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from itertools import islice
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bluefin_service.ring_file import RingFile
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,11 +26,15 @@ class MessageRing:
     When full, the oldest message is dropped; a resume from before the oldest kept message gets a ``Gap``.
     """
 
-    __slots__ = ("_payloads", "head")
+    __slots__ = ("_backing", "_payloads", "head")
 
-    def __init__(self, capacity: int, head: int = 0) -> None:
+    def __init__(self, capacity: int, backing: RingFile | None = None) -> None:
         self._payloads: deque[bytes] = deque(maxlen=capacity)
-        self.head = head  # seq of the newest message, 0 before the first
+        self._backing = backing
+        self.head = 0  # seq of the newest message, 0 before the first
+        if backing is not None and backing.recovered:
+            self._payloads.extend(payload for _seq, payload in backing.recovered)
+            self.head = backing.recovered[-1][0]
 
     def __len__(self) -> int:
         return len(self._payloads)
@@ -41,6 +49,12 @@ class MessageRing:
             raise ValueError(f"ring expects seq {self.head + 1}, got {seq}")
         self._payloads.append(payload)
         self.head = seq
+        if self._backing is not None:
+            self._backing.write(seq, payload)
+
+    def close(self) -> None:
+        if self._backing is not None:
+            self._backing.close()
 
     def after(self, last_seen: int) -> tuple[Gap | None, list[bytes]]:
         """What a client that saw everything up to ``last_seen`` has missed."""

@@ -12,6 +12,8 @@ from typing import Protocol
 from bluefin_service import __version__
 from bluefin_service.config import ServiceSettings
 from bluefin_service.hub import Hub
+from bluefin_service.ring import MessageRing
+from bluefin_service.ring_file import DirectoryLock, RingFile
 from bluefin_service.sources.mock import MockSource
 from marketdata.ticks import MarketEvent
 
@@ -38,7 +40,16 @@ def build_source(settings: ServiceSettings) -> Source:
 class StreamingService:
     def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
-        self.hub = Hub(settings.symbols, ring_size=settings.ring_size)
+        self._lock: DirectoryLock | None = None
+        ring_factory = None
+        if settings.ring_persist:
+            self._lock = DirectoryLock(settings.data_dir)
+            ring_dir = settings.data_dir / "ring"
+
+            def ring_factory(symbol: str) -> MessageRing:
+                return MessageRing(settings.ring_size, RingFile(ring_dir / f"{symbol}.ring", settings.ring_size))
+
+        self.hub = Hub(settings.symbols, ring_size=settings.ring_size, ring_factory=ring_factory)
         self.source = build_source(settings)
         self.started_at = time.time()
         self.version = __version__
@@ -87,6 +98,9 @@ class StreamingService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.hub.flush()
+        self.hub.close()
+        if self._lock is not None:
+            self._lock.release()
 
     async def _run_source(self) -> None:
         try:
