@@ -25,6 +25,9 @@ from marketdata.protocol import (
     GapMessage,
     HeartbeatData,
     HeartbeatMessage,
+    PriceUpdateMessage,
+    TradeMessage,
+    decode_server,
     encode,
     market_message,
 )
@@ -308,6 +311,17 @@ class Hub:
             last_seq = {symbol: self.channels[symbol].seq for symbol in conn.subscriptions}
             data = HeartbeatData(connections, active, running, last_seq)
             self.send(conn, encode(HeartbeatMessage(SYSTEM, now, data)))
+
+    def last_prices(self) -> dict[str, float]:
+        """The newest traded or quoted price per symbol still in the rings (after a restart, the last known)."""
+        prices: dict[str, float] = {}
+        for symbol, channel in self.channels.items():
+            for payload in reversed(channel.ring.after(max(0, channel.ring.oldest - 1))[1][-64:]):
+                message = decode_server(payload)
+                if isinstance(message, PriceUpdateMessage | TradeMessage):
+                    prices[symbol] = message.data.price
+                    break
+        return prices
 
     def close(self) -> None:
         for channel in self.channels.values():

@@ -28,12 +28,13 @@ class Source(Protocol):
     async def run(self, publish: Callable[[list[MarketEvent]], None]) -> None: ...
 
 
-def build_source(settings: ServiceSettings) -> Source:
+def build_source(settings: ServiceSettings, hub: Hub) -> Source:
     return MockSource(
         settings.symbols,
         settings.stream_interval_seconds,
         settings.trade_frequency,
         seed=settings.mock_seed,
+        last_prices=hub.last_prices(),
     )
 
 
@@ -50,7 +51,7 @@ class StreamingService:
                 return MessageRing(settings.ring_size, RingFile(ring_dir / f"{symbol}.ring", settings.ring_size))
 
         self.hub = Hub(settings.symbols, ring_size=settings.ring_size, ring_factory=ring_factory)
-        self.source = build_source(settings)
+        self.source = build_source(settings, self.hub)
         self.started_at = time.time()
         self.version = __version__
         self._source_task: asyncio.Task[None] | None = None

@@ -125,11 +125,13 @@ def test_second_service_on_same_data_dir_is_refused(tmp_path: Path) -> None:
 async def test_service_killed_and_restarted_replays_what_client_missed(start_service) -> None:
     service = start_service(STREAM_INTERVAL_SECONDS="0.005", TRADE_FREQUENCY="0.01", SYMBOLS="ETH-PERP")
     seqs: list[int] = []
+    prices: list[float] = []
     async with websockets.connect(f"{service.ws_url}/ws/ETH-PERP") as ws:
         while len(seqs) < 50:
             message = json.loads(await asyncio.wait_for(ws.recv(), 10))
             if "seq" in message:
                 seqs.append(message["seq"])
+                prices.append(message["data"]["price"])
     service.kill()  # messages published after our last read are now only in the ring file
     service.start()
     async with websockets.connect(f"{service.ws_url}/ws/ETH-PERP?last_seq={seqs[-1]}") as ws:
@@ -138,4 +140,7 @@ async def test_service_killed_and_restarted_replays_what_client_missed(start_ser
             assert message["type"] != "gap", message
             if "seq" in message:
                 seqs.append(message["seq"])
+                prices.append(message["data"]["price"])
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    # the mock market carries on from its last price instead of jumping back to its start price
+    assert max(abs(b - a) / a for a, b in zip(prices, prices[1:], strict=False)) < 0.005

@@ -99,6 +99,7 @@ class MockMarket:
         mean_trade_interval: float,
         seed: int | None,
         start: float,
+        last_prices: dict[str, float] | None = None,
     ) -> None:
         base_seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
         self.price_interval = price_interval
@@ -108,6 +109,7 @@ class MockMarket:
         for index, symbol in enumerate(symbols):
             rng = random.Random(base_seed ^ zlib.crc32(symbol.encode()))
             walk = _SymbolWalk(symbol, PROFILES.get(symbol, DEFAULT_PROFILE), rng)
+            walk.mid = (last_prices or {}).get(symbol, walk.mid)  # a restart carries on from the last price
             walk.last_time = start
             self.walks.append(walk)
             self._schedule.append((start + price_interval, index, 0))
@@ -151,9 +153,10 @@ class MockSource:
         mean_trade_interval: float,
         seed: int | None = None,
         clock: Callable[[], float] = time.time,
+        last_prices: dict[str, float] | None = None,
     ) -> None:
         self._clock = clock
-        self._market = MockMarket(symbols, price_interval, mean_trade_interval, seed, clock())
+        self._market = MockMarket(symbols, price_interval, mean_trade_interval, seed, clock(), last_prices)
         self.skipped_seconds = 0.0
 
     async def run(self, publish: Callable[[list[MarketEvent]], None]) -> None:
