@@ -2,7 +2,8 @@
 
 MarketDataError
  ├── ProtocolError        a frame that is not a valid message (carries the `error` message's code)
- └── ConfigError          a setting that is out of range or malformed
+ ├── ConfigError          a setting that is out of range or malformed
+ └── InvalidTick          a tick (or batch of ticks) with a non-finite time, a non-positive price or a negative size
 """
 
 from __future__ import annotations
@@ -23,3 +24,7 @@ class ProtocolError(MarketDataError):
 
 class ConfigError(MarketDataError):
     """A configuration value that cannot be used."""
+
+
+class InvalidTick(MarketDataError, ValueError):
+    """A tick the candle engine cannot use; nothing of it was applied."""
