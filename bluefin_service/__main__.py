@@ -13,7 +13,6 @@ from pathlib import Path
 from aiohttp import web
 
 from bluefin_service import __version__
-from bluefin_service.app import create_app
 from bluefin_service.config import ServiceSettings, load_settings
 from marketdata.errors import ConfigError
 
@@ -21,7 +20,11 @@ log = logging.getLogger("bluefin_service")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="bluefin-service", description="Real-time market data over WebSockets")
+    parser = argparse.ArgumentParser(
+        prog="bluefin-service",
+        description="Real-time market data over WebSockets",
+        epilog="other command: bluefin-service export --help (recorded ticks/candles to Parquet or CSV)",
+    )
     parser.add_argument("--host", help="interface to listen on (default 0.0.0.0, or HOST)")
     parser.add_argument("--port", type=int, help="TCP port (default 8080, or PORT; 0 picks a free one)")
     parser.add_argument("--env-file", action="append", type=Path, default=None, help="extra .env file(s) to read")
@@ -40,6 +43,8 @@ def _urls(host: str, port: int) -> list[str]:
 
 
 async def serve(settings: ServiceSettings) -> None:
+    from bluefin_service.app import create_app  # here, so a bad setting is reported before the heavy imports
+
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
@@ -69,6 +74,11 @@ async def serve(settings: ServiceSettings) -> None:
 
 
 def main(argv: list[str] | None = None, env_files: tuple[Path, ...] = (Path(".env"),)) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["export"]:
+        from bluefin_service.export import main as export_main
+
+        return export_main(argv[1:])
     args = parse_args(argv)
     files = env_files + tuple(args.env_file or ())
     overrides = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}

@@ -16,6 +16,7 @@ from aiohttp import WSMsgType, web
 
 from bluefin_service.config import ServiceSettings
 from bluefin_service.handshake import LenientWebSocketResponse
+from bluefin_service.history import history_routes
 from bluefin_service.hub import Connection
 from bluefin_service.service import StreamingService
 from bluefin_service.session import ClientSession
@@ -127,6 +128,8 @@ async def _stream(request: web.Request, raw_symbols: str, single: bool) -> web.S
         max_symbols=settings.max_symbols_per_connection,
         rate=settings.client_message_rate,
         burst=settings.client_message_burst,
+        candles=service.candles,
+        books=service.books,
     )
     try:
         _open_subscriptions(session, request, raw_symbols, single)
@@ -139,8 +142,8 @@ async def _stream(request: web.Request, raw_symbols: str, single: bool) -> web.S
                 break
             if not keep:
                 limit = f"{settings.client_message_rate:g}/s after a burst of {settings.client_message_burst}"
+                hub.flush()  # first: replies to the messages accepted before the flood are still owed
                 hub.detach(conn)
-                hub.flush()
                 await _close(ws, transport, CLOSE_POLICY_VIOLATION, f"message flood: more than {limit}")
                 break
     finally:
@@ -169,7 +172,30 @@ def _open_subscriptions(session: ClientSession, request: web.Request, raw: str, 
     except ProtocolError as exc:
         session.error(exc.code, f"{exc.message}; streaming live without resume")
         resume = {}
-    session.subscribe(symbols, resume)
+    intervals, rate = _candle_params(session, request)
+    session.subscribe(symbols, resume, intervals, rate)
+
+
+def _candle_params(session: ClientSession, request: web.Request) -> tuple[list[int], float | None]:
+    """``?candles=1,15,60&candle_rate=2``: server-side candle streams and provisional updates per second."""
+    intervals: list[int] = []
+    for part in request.query.get("candles", "").split(","):
+        part = part.strip().removesuffix("s")
+        if not part:
+            continue
+        if not part.isdigit():
+            session.error(ErrorCode.INVALID_MESSAGE, f"candles=... takes whole seconds like 1,15,60; got {part!r}")
+            continue
+        intervals.append(int(part))
+    rate: float | None = None
+    if "candle_rate" in request.query:
+        try:
+            rate = float(request.query["candle_rate"])
+        except ValueError:
+            session.error(
+                ErrorCode.INVALID_MESSAGE, f"candle_rate must be a number, got {request.query['candle_rate']!r}"
+            )
+    return intervals, rate
 
 
 async def _close(ws: web.WebSocketResponse, transport: asyncio.BaseTransport, code: int, reason: str) -> None:
@@ -218,6 +244,7 @@ def create_app(settings: ServiceSettings, service: StreamingService | None = Non
             web.get("/ws/{symbol}", ws_single),
         ]
     )
+    app.add_routes(history_routes(lambda request: request.app[SERVICE_KEY]))
     app.on_startup.append(_on_startup)
     app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_on_cleanup)

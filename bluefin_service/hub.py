@@ -141,13 +141,19 @@ class Hub:
         self._fan_out(channel, seq, encode(market_message(event, seq)))
         return seq
 
+    def ensure_channel(self, key: str) -> Channel:
+        channel = self.channels.get(key)
+        if channel is None:
+            channel = self.channels[key] = Channel(key, self._new_ring(key))
+        return channel
+
     def publish_batch(self, events: Iterable[MarketEvent]) -> None:
         for event in events:
             self.publish(event)
 
-    def publish_payload(self, symbol: str, build: Callable[[int], bytes]) -> int:
+    def publish_payload(self, key: str, build: Callable[[int], bytes]) -> int:
         """Sequence and fan out a message whose encoding needs the seq (server-side candles, books)."""
-        channel = self.channels[symbol]
+        channel = self.ensure_channel(key)
         seq = channel.ring.head + 1
         self._fan_out(channel, seq, build(seq))
         return seq
@@ -258,7 +264,10 @@ class Hub:
 
     # -- slow consumers ----------------------------------------------------------------------------------
     def _handle_slow(self, conn: Connection) -> None:
-        if conn.on_slow == "latest":
+        queued = conn.transport.get_write_buffer_size()
+        # A latest-only client is switched once; if even its control replies pile up past twice the limit,
+        # it is closed like any other, so no connection's memory grows without bound.
+        if conn.on_slow == "latest" and queued <= 2 * conn.max_buffer:
             if conn.conflating:
                 return
             conn.conflating = True
@@ -269,7 +278,6 @@ class Hub:
                 channel.conflated[conn] = None
                 conn.queued_seq[symbol] = channel.seq
             return
-        queued = conn.transport.get_write_buffer_size()
         self.stats.dropped_slow_consumers += 1
         log.warning("closing slow consumer #%d: %d bytes queued (limit %d)", conn.id, queued, conn.max_buffer)
         self.detach(conn)
@@ -301,7 +309,7 @@ class Hub:
         return encode(GapMessage(symbol, time.time(), GapData(gap.from_seq, gap.to_seq, gap.reason)))
 
     def active_symbols(self) -> int:
-        return sum(1 for channel in self.channels.values() if channel.subscriber_count())
+        return sum(1 for key, channel in self.channels.items() if "@" not in key and channel.subscriber_count())
 
     def send_heartbeats(self, running: bool) -> None:
         now = time.time()

@@ -29,7 +29,7 @@ MAGIC = b"BFRING01"
 HEADER = struct.Struct("<8sII")
 HEADER_SIZE = 64
 SLOT_HEADER = struct.Struct("<QII")
-DEFAULT_SLOT_SIZE = 1024
+DEFAULT_SLOT_SIZE = 512  # a trade is ~170 bytes, a candle ~380
 
 
 class RingFile:
@@ -84,7 +84,9 @@ class RingFile:
         size = HEADER_SIZE + self.slot_size * self.capacity
         tmp = self.path.with_suffix(".tmp")
         with open(tmp, "w+b") as handle:
-            handle.truncate(size)
+            # Allocate every block now: a write through the mapping into a hole would have to allocate on the
+            # event loop, and on a full disk it would kill the process with SIGBUS instead of failing here.
+            os.posix_fallocate(handle.fileno(), 0, size)
             handle.write(HEADER.pack(MAGIC, self.slot_size, self.capacity))
             handle.flush()
             self._map = mmap.mmap(handle.fileno(), size)

@@ -10,16 +10,23 @@ from collections.abc import Callable
 from typing import Protocol
 
 from bluefin_service import __version__
+from bluefin_service.books import TICK_SECONDS, BookStreams
+from bluefin_service.candle_streams import CandleStreams
 from bluefin_service.config import ServiceSettings
 from bluefin_service.hub import Hub
 from bluefin_service.ring import MessageRing
 from bluefin_service.ring_file import DirectoryLock, RingFile
+from bluefin_service.sources.exchanges import EXCHANGES, build_exchange_source
 from bluefin_service.sources.mock import MockSource
+from bluefin_service.store import Store, open_store
+from bluefin_service.store.recorder import Recorder
 from marketdata.ticks import MarketEvent
+from marketdata.venues.common import FeedStatus
 
 log = logging.getLogger(__name__)
 
 UPKEEP_INTERVAL = 0.05
+CANDLE_RING_SIZE = 1024
 
 
 class Source(Protocol):
@@ -29,12 +36,30 @@ class Source(Protocol):
 
 
 def build_source(settings: ServiceSettings, hub: Hub) -> Source:
+    if settings.source_name in EXCHANGES:
+        return build_exchange_source(settings)  # type: ignore[no-any-return]
+    if settings.source_name == "replay":
+        from bluefin_service.sources.replay import ReplaySource
+
+        return ReplaySource.from_settings(settings)
     return MockSource(
         settings.symbols,
         settings.stream_interval_seconds,
         settings.trade_frequency,
         seed=settings.mock_seed,
         last_prices=hub.last_prices(),
+        backfill_seconds=settings.mock_backfill_seconds,
+    )
+
+
+def _build_recorder(settings: ServiceSettings, store: Store) -> Recorder:
+    return Recorder(
+        store,
+        flush_interval=settings.flush_interval_seconds,
+        max_buffered=settings.record_buffer_max,
+        retention_age_seconds=settings.retention_hours * 3600 if settings.retention_hours else None,
+        retention_max_bytes=int(settings.retention_max_mb * 1024 * 1024) if settings.retention_max_mb else None,
+        retention_check_seconds=settings.retention_check_seconds,
     )
 
 
@@ -45,13 +70,29 @@ class StreamingService:
         ring_factory = None
         if settings.ring_persist:
             self._lock = DirectoryLock(settings.data_dir)
-            ring_dir = settings.data_dir / "ring"
+            # Each publish writes its slot through the mapping on the event loop. On a disk filesystem a write to
+            # a page under writeback can stall the loop for milliseconds; a tmpfs RING_DIR survives kill -9 alike.
+            ring_dir = settings.ring_dir or settings.data_dir / "ring"
 
-            def ring_factory(symbol: str) -> MessageRing:
-                return MessageRing(settings.ring_size, RingFile(ring_dir / f"{symbol}.ring", settings.ring_size))
+            def ring_factory(key: str) -> MessageRing:
+                # Candle streams publish one final per interval: a smaller ring still spans an hour of 1 s candles.
+                size = settings.ring_size if "@" not in key else min(settings.ring_size, CANDLE_RING_SIZE)
+                return MessageRing(size, RingFile(ring_dir / f"{key}.ring", size))
 
         self.hub = Hub(settings.symbols, ring_size=settings.ring_size, ring_factory=ring_factory)
+        self.candles = CandleStreams(
+            self.hub, settings.symbols, settings.candle_intervals, settings.candle_grace_seconds
+        )
         self.source = build_source(settings, self.hub)
+        # Exchange sources also publish books and feed status; BookStreams routes them off the tick path.
+        self.books = BookStreams(self.hub, settings.symbols) if settings.source_name in EXCHANGES else None
+        if self.books is not None:
+            self.books.status_listeners.append(self._flag_candles)
+        self.store = open_store(settings.resolved_store_url)
+        self.recorder: Recorder | None = None
+        if settings.record and settings.source_name != "replay":  # replaying into the same store would duplicate it
+            self.recorder = _build_recorder(settings, self.store)
+            self.hub.listeners.append(self.recorder.record)
         self.started_at = time.time()
         self.version = __version__
         self._source_task: asyncio.Task[None] | None = None
@@ -61,15 +102,32 @@ class StreamingService:
     def running(self) -> bool:
         return self._source_task is not None and not self._source_task.done()
 
+    def source_clock(self) -> float:
+        """The source's time: the wall clock live; the replayed (or backfilled) time while it replays history."""
+        clock = getattr(self.source, "clock", None)
+        return clock() if clock is not None else time.time()
+
     def _publish(self, events: list[MarketEvent]) -> None:
+        if self.books is not None:
+            self.books.route(events, self._publish_market)
+        else:
+            self._publish_market(events)
+
+    def _publish_market(self, events: list[MarketEvent]) -> None:
         self.hub.publish_batch(events)
+        self.candles.on_events(events, self.source_clock())
 
     async def start(self) -> None:
         """Start the background tasks and the feed."""
         self._background = [
             asyncio.create_task(self._heartbeat_loop(), name="heartbeats"),
             asyncio.create_task(self._upkeep_loop(), name="upkeep"),
+            asyncio.create_task(self._candle_clock(), name="candle-clock"),
         ]
+        if self.books is not None:
+            self._background.append(asyncio.create_task(self._book_loop(), name="books"))
+        if self.recorder is not None:
+            self.recorder.start()
         self.start_streaming()
 
     def start_streaming(self) -> bool:
@@ -98,6 +156,9 @@ class StreamingService:
         for task in self._background:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.recorder is not None:
+            await self.recorder.stop()
+        await self.store.close()
         self.hub.flush()
         self.hub.close()
         if self._lock is not None:
@@ -116,6 +177,28 @@ class StreamingService:
         while True:
             await asyncio.sleep(interval)
             self.hub.send_heartbeats(self.running)
+
+    def _flag_candles(self, status: FeedStatus) -> None:
+        """An upstream interruption marks the candles it falls in: a lost connection, or a rebuilt book."""
+        self.candles.mark_gap(status.symbol, status.timestamp, reconnect=status.kind != "resync")
+
+    async def _candle_clock(self) -> None:
+        """Finalize candles at boundary + grace even when no tick arrives, and push provisional ones."""
+        candles = self.candles
+        while True:
+            now = self.source_clock()
+            await asyncio.sleep(max(0.0, candles.next_wakeup(now) - now))
+            try:
+                candles.on_clock(self.source_clock(), time.time())
+            except Exception:
+                log.exception("candle clock failed; continuing")
+
+    async def _book_loop(self) -> None:
+        """Send each order-book subscriber the latest book, at most at its rate."""
+        assert self.books is not None
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            self.books.tick()
 
     async def _upkeep_loop(self) -> None:
         last_rate = time.monotonic()
@@ -136,9 +219,11 @@ class StreamingService:
             "connections": len(hub.connections),
             "active_symbols": hub.active_symbols(),
             "symbols": {
-                symbol: {"subscribers": channel.subscriber_count(), "last_seq": channel.seq}
-                for symbol, channel in hub.channels.items()
+                symbol: {"subscribers": hub.channels[symbol].subscriber_count(), "last_seq": hub.channels[symbol].seq}
+                for symbol in self.settings.symbols
             },
+            "candle_intervals": list(self.candles.intervals),
+            "candle_subscriptions": self.candles.subscriber_count(),
             "messages_published": stats.messages_published,
             "messages_sent": stats.messages_sent,
             "message_rate": round(stats.message_rate, 1),
@@ -147,7 +232,16 @@ class StreamingService:
             "conflated_slow_consumers": stats.conflated_slow_consumers,
             "stream_interval_seconds": self.settings.stream_interval_seconds,
             "trade_frequency": self.settings.trade_frequency,
+            "recorder": self.recorder.status() if self.recorder is not None else {"enabled": False},
+            **self._feed_status(),
         }
+
+    def _feed_status(self) -> dict[str, object]:
+        """Exchange sources: reconnect/resync counters and book subscriptions."""
+        feed = getattr(self.source, "stats", None)
+        if self.books is None or feed is None:
+            return {}
+        return {"feed": feed.as_dict(), "orderbook_subscriptions": sum(len(s) for s in self.books.subs.values())}
 
     def health(self) -> dict[str, object]:
         return {

@@ -10,6 +10,8 @@ import logging
 import time
 from collections.abc import Iterable
 
+from bluefin_service.books import BookStreams
+from bluefin_service.candle_streams import CandleStreams
 from bluefin_service.hub import Connection, Hub
 from marketdata.protocol import (
     SYSTEM,
@@ -27,8 +29,11 @@ from marketdata.protocol import (
     decode_client,
     encode,
     error_message,
+    normalize_key,
     normalize_symbol,
+    parse_stream_key,
     requested_symbols,
+    stream_key,
 )
 
 log = logging.getLogger(__name__)
@@ -54,10 +59,22 @@ class TokenBucket:
 
 
 class ClientSession:
-    def __init__(self, hub: Hub, conn: Connection, *, max_symbols: int, rate: float, burst: int) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        conn: Connection,
+        *,
+        max_symbols: int,
+        rate: float,
+        burst: int,
+        candles: CandleStreams | None = None,
+        books: BookStreams | None = None,
+    ) -> None:
         self.hub = hub
         self.conn = conn
         self.max_symbols = max_symbols
+        self.candles = candles
+        self.books = books
         self._bucket = TokenBucket(rate, burst)
 
     # -- entry points from the transport -----------------------------------------------------------------
@@ -77,7 +94,10 @@ class ClientSession:
         elif isinstance(request, UnsubscribeRequest):
             self._unsubscribe_request(request)
         elif isinstance(request, ResumeRequest):
-            self.subscribe(request.last_seq.keys(), request.last_seq)
+            streams = [parse_stream_key(key) for key in request.last_seq]
+            symbols = [stream[0] if stream else key for key, stream in zip(request.last_seq, streams, strict=True)]
+            intervals = {stream[1] for stream in streams if stream}
+            self.subscribe(dict.fromkeys(symbols), request.last_seq, intervals)
         return True
 
     def on_binary(self) -> bool:
@@ -100,9 +120,19 @@ class ClientSession:
         except ProtocolError as exc:
             self.error(exc.code, exc.message)
             return
-        if request.candles:
-            self.error(ErrorCode.INVALID_MESSAGE, "server-side candle streams are not available yet")
-        self.subscribe(symbols, request.resume)
+        accepted = self.subscribe(symbols, request.resume, request.candles, request.candle_rate)
+        if request.orderbook:
+            self._subscribe_books(accepted, request.orderbook_depth, request.orderbook_rate)
+
+    def _subscribe_books(self, symbols: list[str], depth: int | None, rate: float | None) -> None:
+        if self.books is None:
+            self.error(ErrorCode.INVALID_MESSAGE, "no order books from this source; use SOURCE=bluefin|binance|okx")
+            return
+        for symbol in symbols:
+            problem = self.books.subscribe(self.conn, symbol, depth, rate)
+            if problem is not None:
+                self.error(ErrorCode.INVALID_MESSAGE, problem, symbol)
+                return
 
     def _unsubscribe_request(self, request: UnsubscribeRequest) -> None:
         try:
@@ -111,28 +141,50 @@ class ClientSession:
             self.error(exc.code, exc.message)
             return
         removed: list[str] = []
+        if request.orderbook:  # only the books; the symbols keep streaming
+            for symbol in self._valid_symbols(raw_symbols):
+                if self.books is not None and self.books.unsubscribe(self.conn, symbol):
+                    removed.append(symbol)
+            data = SubscriptionData(removed, list(self.conn.subscriptions))
+            self.hub.send(self.conn, encode(UnsubscribedMessage(SYSTEM, time.time(), data)))
+            return
         for symbol in self._valid_symbols(raw_symbols):
+            if self.books is not None:
+                self.books.unsubscribe(self.conn, symbol)
             self.hub.unsubscribe(self.conn, symbol)
+            for key in self.candles.unsubscribe(self.conn, symbol) if self.candles else ():
+                self.hub.unsubscribe(self.conn, key)
             removed.append(symbol)
         if removed:
             data = SubscriptionData(removed, list(self.conn.subscriptions))
             self.hub.send(self.conn, encode(UnsubscribedMessage(SYSTEM, time.time(), data)))
 
-    def subscribe(self, raw_symbols: Iterable[str], resume: dict[str, int] | None = None) -> list[str]:
-        """Validate, then subscribe; sends the ack first, then any replay, then live data follows."""
-        resume_by_symbol: dict[str, int] = {}
+    def subscribe(
+        self,
+        raw_symbols: Iterable[str],
+        resume: dict[str, int] | None = None,
+        candle_intervals: Iterable[int] = (),
+        candle_rate: float | None = None,
+    ) -> list[str]:
+        """Validate, then subscribe; sends the ack first, then any replay, then live data follows.
+
+        ``resume`` is keyed by symbol (``ETH-PERP``) or candle stream (``ETH-PERP@15s``).
+        """
+        resume_by_key: dict[str, int] = {}
         for raw, seq in (resume or {}).items():
-            try:
-                resume_by_symbol[normalize_symbol(raw)] = seq
-            except ProtocolError:
-                continue  # reported below when the symbol itself is checked
+            key = self._resume_key(raw)
+            if key is None:
+                continue  # a bad symbol is reported below when the symbol itself is checked
             if seq < 0:
                 self.error(ErrorCode.INVALID_MESSAGE, f"resume seq for {raw} is negative: {seq}")
-                resume_by_symbol.pop(normalize_symbol(raw))
+                continue
+            resume_by_key[key] = seq
+        intervals = self._valid_intervals(candle_intervals, candle_rate)
+        subscribed_symbols = sum(1 for key in self.conn.subscriptions if "@" not in key)
         accepted: list[str] = []
         for symbol in self._valid_symbols(raw_symbols):
             already = symbol in self.conn.subscriptions
-            if not already and len(self.conn.subscriptions) + len(accepted) >= self.max_symbols:
+            if not already and subscribed_symbols + len(accepted) >= self.max_symbols:
                 self.error(
                     ErrorCode.TOO_MANY_SYMBOLS,
                     f"a connection may subscribe to at most {self.max_symbols} symbols; {symbol} not added",
@@ -143,14 +195,54 @@ class ClientSession:
                 accepted.append(symbol)
         if not accepted:
             return accepted
+        streams = [stream_key(symbol, interval) for symbol in accepted for interval in intervals]
+        keys = accepted + streams
         channels = self.hub.channels
-        subscriptions = list(self.conn.subscriptions) + [s for s in accepted if s not in self.conn.subscriptions]
-        last_seq = {symbol: channels[symbol].seq for symbol in accepted}
-        data = SubscriptionData(accepted, subscriptions, last_seq)
+        subscriptions = list(self.conn.subscriptions) + [k for k in keys if k not in self.conn.subscriptions]
+        last_seq = {key: channels[key].seq for key in keys}
+        data = SubscriptionData(accepted, subscriptions, last_seq, intervals)
         self.hub.send(self.conn, encode(SubscribedMessage(SYSTEM, time.time(), data)))
-        for symbol in accepted:
-            self.hub.subscribe(self.conn, symbol, resume_by_symbol.get(symbol))
+        for symbol in keys:
+            resume_after = resume_by_key.get(symbol)
+            if resume_after is not None and symbol in self.conn.subscriptions:
+                # Live frames already went out; a replay now would arrive as duplicates, out of order.
+                self.error(
+                    ErrorCode.INVALID_MESSAGE,
+                    f"{symbol} is already streaming on this connection, so nothing was replayed; resume with "
+                    f"?resume={symbol}:SEQ when connecting, or unsubscribe first",
+                    symbol,
+                )
+                resume_after = None
+            self.hub.subscribe(self.conn, symbol, resume_after)
+        if self.candles is not None:
+            for symbol in accepted:
+                for interval in intervals:
+                    self.candles.subscribe(self.conn, symbol, interval, candle_rate)
         return accepted
+
+    def _resume_key(self, raw: str) -> str | None:
+        try:
+            return normalize_key(raw)
+        except ProtocolError:
+            return None
+
+    def _valid_intervals(self, requested: Iterable[int], rate: float | None) -> list[int]:
+        wanted = sorted(set(requested))
+        if not wanted:
+            return []
+        if self.candles is None:
+            self.error(ErrorCode.INVALID_MESSAGE, "this service computes no candles")
+            return []
+        if rate is not None and not rate > 0:
+            self.error(ErrorCode.INVALID_MESSAGE, f"candle_rate must be > 0 updates per second, got {rate}")
+        offered = self.candles.intervals
+        bad = [interval for interval in wanted if interval not in offered]
+        if bad:
+            listed = ", ".join(str(i) for i in offered)
+            self.error(
+                ErrorCode.UNSUPPORTED_INTERVAL, f"no candles for interval(s) {bad}; this service computes {listed}"
+            )
+        return [interval for interval in wanted if interval in offered]
 
     def _valid_symbols(self, raw_symbols: Iterable[str]) -> list[str]:
         valid: list[str] = []
@@ -161,7 +253,7 @@ class ClientSession:
                 self.error(exc.code, exc.message)
                 continue
             if symbol not in self.hub.channels:
-                known = ", ".join(self.hub.channels)
+                known = ", ".join(key for key in self.hub.channels if "@" not in key)
                 self.error(ErrorCode.UNKNOWN_SYMBOL, f"unknown symbol {symbol}; this service streams {known}", symbol)
                 continue
             valid.append(symbol)

@@ -36,6 +36,7 @@ class ErrorCode:
     UNKNOWN_SYMBOL = "unknown_symbol"
     TOO_MANY_SYMBOLS = "too_many_symbols"
     RATE_LIMITED = "rate_limited"
+    UNSUPPORTED_INTERVAL = "unsupported_interval"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -60,7 +61,7 @@ class TradeData(msgspec.Struct):
 class HeartbeatData(msgspec.Struct, omit_defaults=True):
     connections: int
     active_symbols: int
-    running: bool = True
+    running: bool
     last_seq: dict[str, int] = {}
 
 
@@ -155,6 +156,27 @@ class GapMessage(_Message, tag="gap"):
     data: GapData
 
 
+class OrderBookData(msgspec.Struct, omit_defaults=True):
+    """Top-N levels ``[price, size]`` best first (sizes in base units), and the spread."""
+
+    bids: list[list[float]]
+    asks: list[list[float]]
+    best_bid: float | None = None
+    best_ask: float | None = None
+    spread: float | None = None
+    mid: float | None = None
+    venue: str = ""
+    update_id: int = 0
+
+
+class OrderBookMessage(_Message, tag="orderbook"):
+    """Latest-state, not sequenced: sent to clients that subscribed with ``orderbook``, at most at their rate."""
+
+    symbol: str
+    timestamp: float
+    data: OrderBookData
+
+
 class ErrorMessage(_Message, tag="error"):
     symbol: str
     timestamp: float
@@ -172,6 +194,7 @@ ServerMessage = (
     | UnsubscribedMessage
     | GapMessage
     | ErrorMessage
+    | OrderBookMessage
 )
 SERVER_MESSAGES: tuple[type[_Message], ...] = ServerMessage.__args__  # type: ignore[attr-defined]
 MARKET_MESSAGES = (PriceUpdateMessage, TradeMessage, CandleMessage)
@@ -217,11 +240,15 @@ class SubscribeRequest(_Message, tag="subscribe"):
     candles: list[int] = []
     candle_rate: float | None = None
     resume: dict[str, int] = {}
+    orderbook: bool = False  # also stream the L2 book of these symbols
+    orderbook_depth: int | None = None  # levels per side, 1-50 (default 10)
+    orderbook_rate: float | None = None  # books per second at most, up to 20 (default 1)
 
 
 class UnsubscribeRequest(_Message, tag="unsubscribe"):
     symbols: list[str] = []
     symbol: str | None = None
+    orderbook: bool = False  # true: stop only the order book of these symbols
 
 
 class ResumeRequest(_Message, tag="resume"):
@@ -273,6 +300,27 @@ def normalize_symbol(raw: str) -> str:
     return symbol
 
 
+def stream_key(symbol: str, interval: int) -> str:
+    """The key of a server-side candle stream: ``ETH-PERP@15s``. Its final candles are sequenced on it."""
+    return f"{symbol}@{interval}s"
+
+
+def parse_stream_key(key: str) -> tuple[str, int] | None:
+    """``ETH-PERP@15s`` -> ("ETH-PERP", 15); None if ``key`` is not a candle stream key."""
+    symbol, sep, rest = key.partition("@")
+    if not sep or not rest.endswith("s") or not rest[:-1].isdigit():
+        return None
+    return symbol, int(rest[:-1])
+
+
+def normalize_key(raw: str) -> str:
+    """Normalize a symbol or a candle stream key (``eth-perp@15s`` -> ``ETH-PERP@15s``)."""
+    stream = parse_stream_key(raw.strip())
+    if stream is not None:
+        return stream_key(normalize_symbol(stream[0]), stream[1])
+    return normalize_symbol(raw)
+
+
 def parse_symbol_list(raw: str) -> list[str]:
     """Parse a comma-separated list (the ``/ws/multi/{symbols}`` path), dropping empty items and duplicates."""
     seen: dict[str, None] = {}
@@ -302,5 +350,5 @@ def parse_resume_param(raw: str, default_symbol: str | None = None) -> dict[str,
             raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"resume seq {seq_part!r} is not an integer") from None
         if seq < 0:
             raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"resume seq {seq} is negative")
-        result[normalize_symbol(symbol_part)] = seq
+        result[normalize_key(symbol_part)] = seq
     return result

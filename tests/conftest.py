@@ -86,7 +86,8 @@ class RunningService:
 
 def service_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STREAM_", "TRADE_", "SYMBOLS", "HEARTBEAT_"))}
-    env.update({"DRY_RUN": "true", "MOCK_SEED": "7", "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"})
+    env.update({"DRY_RUN": "true", "MOCK_SEED": "7", "MOCK_BACKFILL_SECONDS": "0", "LOG_LEVEL": "WARNING"})
+    env["PYTHONUNBUFFERED"] = "1"
     env.update(overrides)
     return env
 

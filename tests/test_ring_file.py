@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ import pytest
 import websockets
 
 from bluefin_service.ring import MessageRing
-from bluefin_service.ring_file import HEADER_SIZE, SLOT_HEADER, DirectoryLock, RingFile
+from bluefin_service.ring_file import DEFAULT_SLOT_SIZE, HEADER_SIZE, SLOT_HEADER, DirectoryLock, RingFile
 from marketdata.errors import ConfigError
 
 
@@ -66,7 +67,7 @@ def test_torn_slot_ends_the_recovered_run(tmp_path: Path) -> None:
     ring = MessageRing(16, RingFile(path, 16))
     _fill(ring, 1, 10)
     ring.close()
-    slot_size = 1024
+    slot_size = DEFAULT_SLOT_SIZE
     data = bytearray(path.read_bytes())
     offset = HEADER_SIZE + (7 % 16) * slot_size + SLOT_HEADER.size
     data[offset] ^= 0xFF  # seq 7's payload no longer matches its CRC
@@ -143,4 +144,4 @@ async def test_service_killed_and_restarted_replays_what_client_missed(start_ser
                 prices.append(message["data"]["price"])
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
     # the mock market carries on from its last price instead of jumping back to its start price
-    assert max(abs(b - a) / a for a, b in zip(prices, prices[1:], strict=False)) < 0.005
+    assert max(abs(b - a) / a for a, b in itertools.pairwise(prices)) < 0.005

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 MAX_LAG_SECONDS = 1.0
 MAX_EVENTS_PER_WAKE = 20_000
+MAX_BACKFILL_EVENTS = 20_000
+BACKFILL_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,13 @@ class MockMarket:
 
 
 class MockSource:
+    """Live mock data; on a first start (no earlier prices) it can first generate ``backfill_seconds`` of history.
+
+    The backfill goes out as ordinary, sequenced messages with their past timestamps, so the ring, the store and
+    the candle streams hold history at once and a bot warms up without waiting. ``clock()`` is the source's
+    time: the backfill's position while it runs, then the wall clock.
+    """
+
     name = "mock"
 
     def __init__(
@@ -154,15 +163,28 @@ class MockSource:
         seed: int | None = None,
         clock: Callable[[], float] = time.time,
         last_prices: dict[str, float] | None = None,
+        backfill_seconds: float = 0.0,
     ) -> None:
-        self._clock = clock
-        self._market = MockMarket(symbols, price_interval, mean_trade_interval, seed, clock(), last_prices)
+        self._wall_clock = clock
+        symbols = list(symbols)
+        now = clock()
+        # Cap the backfill so fast load-test rates do not turn it into millions of events.
+        events_per_second = len(symbols) * (1 / price_interval + 1 / mean_trade_interval)
+        self.backfill_seconds = 0.0 if last_prices else min(backfill_seconds, MAX_BACKFILL_EVENTS / events_per_second)
+        start = now - self.backfill_seconds
+        self._market = MockMarket(symbols, price_interval, mean_trade_interval, seed, start, last_prices)
+        self._position: float | None = start if self.backfill_seconds else None
         self.skipped_seconds = 0.0
+
+    def clock(self) -> float:
+        return self._position if self._position is not None else self._wall_clock()
 
     async def run(self, publish: Callable[[list[MarketEvent]], None]) -> None:
         market = self._market
+        if self._position is not None:
+            await self._backfill(publish)
         while True:
-            now = self._clock()
+            now = self._wall_clock()
             if now - market.next_due() > MAX_LAG_SECONDS:
                 lag = now - market.next_due()
                 self.skipped_seconds += lag
@@ -171,4 +193,14 @@ class MockSource:
             events = market.advance(now)
             if events:
                 publish(events)
-            await asyncio.sleep(max(0.0, market.next_due() - self._clock()))
+            await asyncio.sleep(max(0.0, market.next_due() - self._wall_clock()))
+
+    async def _backfill(self, publish: Callable[[list[MarketEvent]], None]) -> None:
+        market = self._market
+        log.info("mock source: generating %.0f s of history before going live", self.backfill_seconds)
+        while market.next_due() < self._wall_clock():
+            events = market.advance(self._wall_clock(), limit=BACKFILL_CHUNK)
+            self._position = events[-1].timestamp if events else self._wall_clock()
+            publish(events)
+            await asyncio.sleep(0)  # let clients and HTTP requests in between chunks
+        self._position = None

@@ -1,0 +1,200 @@
+"""History over HTTP: ``GET /market_data/{symbol}`` (candles) and ``GET /trades/{symbol}`` (raw ticks).
+
+Both read the store plus what the recorder holds but has not flushed yet, so an answer reaches up to the
+last published tick. ``/trades`` returns ticks exactly as the WebSocket sent them (``type``, ``symbol``,
+``timestamp``, ``data``, ``seq``), so a client repairs a gap with the same code that handles live messages.
+Bad parameters get a 400 ``{"error": {"code", "message"}}``; a store that cannot be read gets a 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+import msgspec
+from aiohttp import web
+
+from bluefin_service.store import PRICE_UPDATE, TRADE, TickQuery, TickRow, parse_timestamp, payload_rows, row_message
+from bluefin_service.store.aggregate import aggregate, parse_interval
+from marketdata.protocol import ProtocolError, normalize_symbol
+
+if TYPE_CHECKING:
+    from bluefin_service.service import StreamingService
+
+log = logging.getLogger(__name__)
+
+MAX_TRADES = 10_000
+MAX_CANDLES = 100_000
+MAX_RANGE_TICKS = 5_000_000  # about 200 MB of columns: the bound on one candle request's memory
+DEFAULT_TRADES = 1000
+DEFAULT_CANDLES = 500
+_TRADES_PARAMS = ("start", "end", "limit", "after_seq", "type")
+_CANDLE_PARAMS = ("interval", "limit", "end")
+_encode = msgspec.json.Encoder().encode
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def history_routes(service_of: Callable[[web.Request], StreamingService]) -> list[web.RouteDef]:
+    """The routes to add to the app; ``service_of(request)`` finds the running service."""
+
+    async def trades(request: web.Request) -> web.Response:
+        return await _guarded(service_of(request), request, _trades)
+
+    async def market_data(request: web.Request) -> web.Response:
+        return await _guarded(service_of(request), request, _market_data)
+
+    return [web.get("/trades/{symbol}", trades), web.get("/market_data/{symbol}", market_data)]
+
+
+async def _guarded(service: StreamingService, request: web.Request, handler: Callable) -> web.Response:
+    try:
+        symbol = normalize_symbol(request.match_info["symbol"])
+    except ProtocolError as exc:
+        return _error(400, exc.code, exc.message)
+    try:
+        if not service.store.is_open:
+            await service.store.open()
+        return await handler(service, symbol, request.query)
+    except BadRequest as exc:
+        return _error(400, "bad_request", str(exc))
+    except Exception as exc:  # the store is down or broken: say so, keep serving
+        log.warning("history read for %s failed: %s: %s", symbol, type(exc).__name__, exc)
+        return _error(503, "store_unavailable", f"the tick store cannot be read right now: {exc}")
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+def _json(payload: object) -> web.Response:
+    return web.Response(body=_encode(payload), content_type="application/json")
+
+
+# -- parameters ----------------------------------------------------------------------------------------------
+def _check_names(query: Mapping[str, str], allowed: tuple[str, ...]) -> None:
+    for name in query:
+        if name not in allowed:
+            raise BadRequest(f"unknown parameter {name!r}; accepted: {', '.join(allowed)}")
+
+
+def _time(query: Mapping[str, str], name: str) -> float | None:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return parse_timestamp(raw)
+    except ValueError as exc:
+        raise BadRequest(f"{name}: {exc}") from None
+
+
+def _int(query: Mapping[str, str], name: str, default: int | None, low: int, high: int) -> int | None:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name}={raw!r} is not an integer") from None
+    if not low <= value <= high:
+        raise BadRequest(f"{name}={value} is out of range: {low} to {high}")
+    return value
+
+
+# -- GET /trades/{symbol} ------------------------------------------------------------------------------------
+async def _trades(service: StreamingService, symbol: str, query: Mapping[str, str]) -> web.Response:
+    _check_names(query, _TRADES_PARAMS)
+    start, end = _time(query, "start"), _time(query, "end")
+    if start is not None and end is not None and end <= start:
+        raise BadRequest(f"end ({end}) must be after start ({start})")
+    limit = _int(query, "limit", DEFAULT_TRADES, 1, MAX_TRADES) or DEFAULT_TRADES
+    after_seq = _int(query, "after_seq", None, 0, 2**62)
+    kind = query.get("type", "all")
+    if kind not in ("all", TRADE, PRICE_UPDATE):
+        raise BadRequest(f"type={kind!r}: use trade, price_update or all")
+    q = TickQuery(symbol, start, end, after_seq, None if kind == "all" else kind, limit)
+    stored = await service.store.ticks(q)
+    rows = _merge_pending(stored, await _pending(service, symbol), q)
+    if not rows and symbol not in service.hub.channels and symbol not in await service.store.symbols():
+        return _error(404, "unknown_symbol", f"no data recorded for {symbol}")
+    return _json(
+        {
+            "symbol": symbol,
+            "count": len(rows),
+            "ticks": [row_message(row) for row in rows],
+            "last_seq": rows[-1].seq if rows else after_seq,
+            "last_timestamp": rows[-1].ts if rows else None,
+        }
+    )
+
+
+async def _pending(service: StreamingService, symbol: str) -> list[TickRow]:
+    recorder = service.recorder
+    if recorder is None:
+        return []
+    messages = recorder.pending_messages(symbol)
+    if not messages:
+        return []
+    rows, _bad = await asyncio.to_thread(payload_rows, messages)
+    return rows
+
+
+def _merge_pending(stored: list[TickRow], pending: list[TickRow], q: TickQuery) -> list[TickRow]:
+    """Add not-yet-flushed rows that match the query (a batch being written may be in both)."""
+    if not pending:
+        return stored
+    seen = {(row.ts, row.seq) for row in stored}
+    extra = [
+        row
+        for row in pending
+        if (row.ts, row.seq) not in seen
+        and (q.kind is None or row.kind == q.kind)
+        and (q.start is None or row.ts >= q.start)
+        and (q.end is None or row.ts < q.end)
+        and (q.after_seq is None or row.seq > q.after_seq)
+    ]
+    if not extra:
+        return stored
+    if q.after_seq is not None:
+        return sorted(stored + extra, key=lambda r: (r.seq, r.ts))[: q.limit]
+    merged = sorted(stored + extra, key=lambda r: (r.ts, r.seq))
+    return merged[-q.limit :] if q.start is None else merged[: q.limit]
+
+
+# -- GET /market_data/{symbol} -------------------------------------------------------------------------------
+async def _market_data(service: StreamingService, symbol: str, query: Mapping[str, str]) -> web.Response:
+    _check_names(query, _CANDLE_PARAMS)
+    try:
+        interval = parse_interval(query.get("interval", "1m"))
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    limit = _int(query, "limit", DEFAULT_CANDLES, 1, MAX_CANDLES) or DEFAULT_CANDLES
+    now = time.time()
+    end = _time(query, "end") or now
+    last_bucket = math.floor(min(end, now) / interval)
+    first_start = float((last_bucket - limit + 1) * interval)
+    range_end = float((last_bucket + 1) * interval)
+    store = service.store
+    ticks = await store.count(symbol, first_start, range_end)
+    if ticks > MAX_RANGE_TICKS:
+        raise BadRequest(
+            f"{limit} candles of {interval}s cover {ticks:,} ticks (at most {MAX_RANGE_TICKS:,}); "
+            "ask for fewer candles, or use `bluefin-service export --what candles` for long ranges"
+        )
+    columns = await store.range_columns(symbol, first_start, range_end)
+    pending = await _pending(service, symbol)
+    newest = columns.max_seq  # a batch being written may already be stored: take only what is newer
+    columns.add(row for row in pending if first_start <= row.ts < range_end and row.seq > newest)
+    previous = await store.last_before(symbol, first_start)
+    candles = await asyncio.to_thread(
+        aggregate, columns, interval, first_start, limit, previous.price if previous else None, now
+    )
+    if not candles and symbol not in service.hub.channels and symbol not in await store.symbols():
+        return _error(404, "unknown_symbol", f"no data recorded for {symbol}")
+    return _json({"symbol": symbol, "interval": interval, "count": len(candles), "candles": candles})

@@ -1,0 +1,258 @@
+"""The recorder: a hub listener that batches every published tick into the store.
+
+The listener only appends ``(symbol, seq, payload)`` to a bounded deque, so recording never blocks or slows
+the fan-out. A flusher task takes a batch every ``flush_interval``, decodes it in a worker thread and writes
+it in one transaction. When the store fails the batch is kept and retried with capped, jittered backoff while
+new messages keep buffering; once the buffer is full the oldest messages are dropped, counted, logged and
+shown in ``/streaming/status``. Memory is bounded by ``max_buffered + max_batch`` messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from bluefin_service.store import TICK_PREFIXES, Store, redact
+from bluefin_service.store.writer import WriterProcess
+
+log = logging.getLogger(__name__)
+
+BACKOFF_FIRST = 0.1
+BACKOFF_CAP = 2.0
+REPEAT_LOG_SECONDS = 10.0
+
+
+def backoff_delays(first: float = BACKOFF_FIRST, cap: float = BACKOFF_CAP) -> Iterator[float]:
+    """Doubling waits with jitter (50-100% of the nominal wait), capped."""
+    for attempt in itertools.count():
+        nominal = min(cap, first * 2**attempt)
+        yield nominal * random.uniform(0.5, 1.0)
+
+
+@dataclass
+class RecorderStats:
+    written: int = 0
+    dropped: int = 0
+    undecodable: int = 0
+    failures: int = 0
+    consecutive_failures: int = 0
+    retention_deleted: int = 0
+    last_error: str | None = None
+    last_flush: float | None = None
+
+
+class _Batch:
+    """Payloads taken from the buffer, and the newest seq per symbol they hold (known when the whole buffer
+    was taken; a partial batch of a backlog leaves the status to the next whole one)."""
+
+    __slots__ = ("last_seq", "messages")
+
+    def __init__(self, messages: list[bytes], last_seq: dict[str, int]) -> None:
+        self.messages = messages
+        self.last_seq = last_seq
+
+
+class Recorder:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        flush_interval: float = 0.5,
+        max_buffered: int = 1_000_000,
+        max_batch: int = 100_000,
+        retention_age_seconds: float | None = None,
+        retention_max_bytes: int | None = None,
+        retention_check_seconds: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.flush_interval = flush_interval
+        self.max_buffered = max_buffered
+        self.max_batch = max_batch
+        self.retention_age_seconds = retention_age_seconds
+        self.retention_max_bytes = retention_max_bytes
+        self.retention_check_seconds = retention_check_seconds
+        self.writer = WriterProcess(store.url)
+        self.stats = RecorderStats()
+        self.written_seq: dict[str, int] = {}
+        self.opened = False
+        self._clock = clock
+        self._buffer: deque[bytes] = deque(maxlen=max_buffered)
+        self._recorded_seq: dict[str, int] = {}  # newest seq per symbol put in the buffer
+        self._inflight: _Batch | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._last_retention = 0.0
+        self._logged_dropped = 0
+        self._last_failure_log = 0.0
+
+    # -- the hub listener (hot path: no I/O, no decoding) -----------------------------------------------
+    def record(self, symbol: str, seq: int, payload: bytes) -> None:
+        if not payload.startswith(TICK_PREFIXES):
+            return
+        buffer = self._buffer
+        if len(buffer) == self.max_buffered:
+            self.stats.dropped += 1
+        buffer.append(payload)
+        self._recorded_seq[symbol] = seq
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer) + (len(self._inflight.messages) if self._inflight else 0)
+
+    def pending_messages(self, symbol: str) -> list[bytes]:
+        """Recorded but not yet stored payloads of ``symbol``, oldest first (for history reads)."""
+        marker = b'"symbol":"' + symbol.encode() + b'"'
+        inflight = self._inflight.messages if self._inflight else ()
+        return [payload for payload in itertools.chain(inflight, self._buffer) if marker in payload]
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="recorder")
+
+    async def stop(self, drain_seconds: float = 5.0) -> None:
+        """Flush what is buffered (for up to ``drain_seconds``), then close the store."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.stats.consecutive_failures:
+            drain_seconds = min(drain_seconds, 1.0)  # one last try, not a long wait on a store that is down
+        try:
+            await asyncio.wait_for(self._drain(), drain_seconds)
+        except (TimeoutError, Exception) as exc:
+            log.error("recorder stopped with %d messages unstored: %s", self.buffered, exc or "timeout")
+        with contextlib.suppress(Exception):
+            await self.writer.close()
+        with contextlib.suppress(Exception):
+            await self.store.close()
+
+    async def _drain(self) -> None:
+        while self._inflight is not None or self._buffer:
+            await self.flush_once()
+
+    async def _run(self) -> None:
+        delays: Iterator[float] | None = None  # set while the store is failing
+        with contextlib.suppress(OSError):
+            await self.writer.start()  # now, so its start-up is not paid by the first batch
+        while True:
+            await asyncio.sleep(next(delays) if delays is not None else self.flush_interval)
+            try:
+                while await self.flush_once():
+                    pass  # a backlog larger than one batch: keep writing
+                await self._maybe_retention()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._on_failure(exc)
+                if delays is None:
+                    delays = backoff_delays(BACKOFF_FIRST, max(BACKOFF_CAP, self.flush_interval))
+                continue
+            if self.stats.consecutive_failures:
+                log.warning(
+                    "store %s recovered after %d failed attempts; %d messages dropped in total",
+                    redact(self.store.url),
+                    self.stats.consecutive_failures,
+                    self.stats.dropped,
+                )
+                self.stats.consecutive_failures = 0
+                delays = None
+            self._log_drops()
+
+    async def flush_once(self) -> bool:
+        """Write one batch; True if more is waiting. Raises what the store raised (the batch is kept)."""
+        if self._inflight is None:
+            buffer = self._buffer
+            if not buffer:
+                return False
+            if len(buffer) <= self.max_batch:
+                self._inflight = _Batch(list(buffer), dict(self._recorded_seq))
+                buffer.clear()
+            else:
+                self._inflight = _Batch([buffer.popleft() for _ in range(self.max_batch)], {})
+        batch = self._inflight
+        bad = await self.writer.write(batch.messages)
+        if not self.opened:
+            self.opened = True
+            log.info("recording to %s", redact(self.store.url))
+        self._inflight = None
+        self.stats.undecodable += bad
+        self.stats.written += len(batch.messages) - bad
+        self.stats.last_flush = self._clock()
+        self.written_seq.update(batch.last_seq)
+        return bool(self._buffer) and len(self._buffer) >= self.max_batch
+
+    async def _maybe_retention(self) -> None:
+        if self.retention_age_seconds is None and self.retention_max_bytes is None:
+            return
+        now = self._clock()
+        if now - self._last_retention < self.retention_check_seconds:
+            return
+        self._last_retention = now
+        if not self.store.is_open:
+            await self.store.open()
+        deleted = await self.store.enforce_retention(self.retention_age_seconds, self.retention_max_bytes, now)
+        if deleted:
+            self.stats.retention_deleted += deleted
+            log.info("retention deleted %d old ticks", deleted)
+
+    # -- failure reporting ----------------------------------------------------------------------------------
+    def _on_failure(self, exc: Exception) -> None:
+        stats = self.stats
+        stats.failures += 1
+        stats.consecutive_failures += 1
+        stats.last_error = f"{type(exc).__name__}: {exc}"
+        now = time.monotonic()
+        if stats.consecutive_failures == 1 or now - self._last_failure_log >= REPEAT_LOG_SECONDS:
+            self._last_failure_log = now
+            log.error(
+                "store %s failed (%s, attempt %d); retrying with backoff, %d messages buffered (limit %d), "
+                "%d dropped so far",
+                redact(self.store.url),
+                stats.last_error,
+                stats.consecutive_failures,
+                self.buffered,
+                self.max_buffered,
+                stats.dropped,
+            )
+        self._log_drops()
+
+    def _log_drops(self) -> None:
+        dropped = self.stats.dropped
+        if dropped > self._logged_dropped:
+            log.error(
+                "recorder buffer full (%d messages): dropped %d oldest unstored messages (%d in total)",
+                self.max_buffered,
+                dropped - self._logged_dropped,
+                dropped,
+            )
+            self._logged_dropped = dropped
+
+    def status(self) -> dict[str, object]:
+        stats = self.stats
+        failing = stats.consecutive_failures > 0
+        return {
+            "enabled": True,
+            "store": redact(self.store.url),
+            "state": "failing" if failing else ("ok" if self.opened else "opening"),
+            "flush_interval_seconds": self.flush_interval,
+            "buffered": self.buffered,
+            "max_buffered": self.max_buffered,
+            "written": stats.written,
+            "dropped": stats.dropped,
+            "undecodable": stats.undecodable,
+            "failures": stats.failures,
+            "consecutive_failures": stats.consecutive_failures,
+            "last_error": stats.last_error,
+            "last_flush": stats.last_flush,
+            "retention_deleted": stats.retention_deleted,
+            "written_seq": dict(self.written_seq),
+        }

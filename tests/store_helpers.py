@@ -1,0 +1,78 @@
+"""Store test helpers: real SQLite files and a real PostgreSQL schema per test (dropped afterwards)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import uuid
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
+
+import asyncpg
+import pytest
+
+from bluefin_service.store import PRICE_UPDATE, TRADE, TickRow
+
+PG_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+T = TypeVar("T")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+async def postgres_problem() -> str | None:
+    try:
+        conn = await asyncpg.connect(PG_URL, timeout=3)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    await conn.close()
+    return None
+
+
+def unavailable(what: str, problem: str) -> None:
+    """Outside CI skip with what to install; in CI (CI=true) a missing database is a failure."""
+    message = (
+        f"{what} is not reachable at {PG_URL} ({problem}); install and start PostgreSQL "
+        "(apt-get install postgresql, or pg_ctl -D DIR start) or set TEST_POSTGRES_URL"
+    )
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion from sync code, even inside a running event loop (a fixture)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+async def _drop_schema(schema: str) -> None:
+    conn = await asyncpg.connect(PG_URL, timeout=5)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A STORE_URL pointing at a fresh schema of the local PostgreSQL (dropped afterwards)."""
+    problem = run_sync(postgres_problem())
+    if problem:
+        unavailable("PostgreSQL", problem)
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    yield f"{PG_URL}?schema={schema}"
+    run_sync(_drop_schema(schema))
+
+
+def make_rows(symbol: str, count: int, start_ts: float = 1_700_000_000.0, step: float = 0.25) -> list[TickRow]:
+    """Alternating trades and price updates, seq 1..count, prices that move."""
+    rows = []
+    for i in range(count):
+        ts = start_ts + i * step
+        price = 100.0 + (i % 17) - (i % 5) * 0.5
+        if i % 2 == 0:
+            side = "buy" if i % 4 == 0 else "sell"
+            rows.append(TickRow(symbol, ts, i + 1, TRADE, price, 0.5 + i % 3, side, f"t{i}"))
+        else:
+            rows.append(TickRow(symbol, ts, i + 1, PRICE_UPDATE, price, 1000.0 + i, None, None))
+    return rows
