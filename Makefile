@@ -12,7 +12,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 run: $(BIN)/.installed
-	$(BIN)/python -m bluefin_service
+	$(BIN)/python -m bot.main live --symbol ETH-PERP --interval 15s --with-service
 
 test: $(BIN)/.installed
 	$(BIN)/ruff check .
