@@ -1,0 +1,281 @@
+"""Store benchmark: recorder throughput, naive baselines, fan-out latency with recording on/off, replay, history.
+
+    .venv/bin/python bench/store.py            # about 1-2 minutes
+    .venv/bin/python bench/store.py --quick    # smaller sizes (a smoke run)
+
+1. Recorder, in-process: a real Hub with the recorder as its listener; ticks are published as fast as the hub
+   takes them and the clock stops when the last one is committed (hub publish + buffer + decode + write).
+   Then the same at a paced 100,000 ticks/s to check it keeps up (backlog at the end). SQLite and PostgreSQL.
+2. Naive baseline in the same run: one INSERT + commit per tick (SQLite autocommit; asyncpg ``execute``).
+3. Fan-out latency: the real service streaming 10 symbols x 10,000 ticks/s (100,000/s in total); one
+   WebSocket client on one symbol measures tick timestamp -> arrival; RECORD=false vs RECORD=true.
+4. Replay speed (SOURCE=replay at speed 0, in-process into a Hub) and ``GET /market_data?interval=1s&limit=86400``
+   over 24 h of recorded ticks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import websockets
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bluefin_service.hub import Hub  # noqa: E402
+from bluefin_service.sources.replay import ReplaySource  # noqa: E402
+from bluefin_service.store import TickRow, open_store, row_event  # noqa: E402
+from bluefin_service.store.recorder import Recorder  # noqa: E402
+
+PG_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+SYMBOLS = ["ETH-PERP", "BTC-PERP", "SUI-PERP", "SOL-PERP"]
+
+
+def make_rows(count: int, start: float, step: float, symbols: list[str] = SYMBOLS) -> list[TickRow]:
+    rows = []
+    for i in range(count):
+        symbol = symbols[i % len(symbols)]
+        ts = start + i * step
+        price = 2500.0 + (i % 101) * 0.01
+        if i % 3 == 0:
+            rows.append(TickRow(symbol, ts, i // len(symbols) + 1, "trade", price, 0.5, "buy", f"t{i}"))
+        else:
+            rows.append(TickRow(symbol, ts, i // len(symbols) + 1, "price_update", price, 1000.0, None, None))
+    return rows
+
+
+# -- 1. recorder ------------------------------------------------------------------------------------------------
+async def recorder_max(url: str, count: int) -> dict[str, float]:
+    store = open_store(url)
+    recorder = Recorder(store, flush_interval=0.2, max_buffered=count + 1)
+    hub = Hub(SYMBOLS, ring_size=4096)
+    hub.listeners.append(recorder.record)
+    events = [row_event(row) for row in make_rows(count, time.time(), 1e-5)]
+    await store.open()
+    recorder.start()
+    started = time.perf_counter()
+    for i in range(0, count, 5000):
+        hub.publish_batch(events[i : i + 5000])
+        await asyncio.sleep(0)
+    published = time.perf_counter() - started
+    while recorder.stats.written < count:  # noqa: ASYNC110 - polling a counter is the measurement
+        await asyncio.sleep(0.01)
+    elapsed = time.perf_counter() - started
+    await recorder.stop()
+    return {"ticks": count, "seconds": elapsed, "rate": count / elapsed, "publish_rate": count / published}
+
+
+async def recorder_paced(url: str, rate: int, seconds: float) -> dict[str, float]:
+    """Offer ``rate`` ticks/s in 10 ms slices; report what was recorded and the backlog left at the end."""
+    store = open_store(url)
+    recorder = Recorder(store, flush_interval=0.5, max_buffered=rate * 10)
+    hub = Hub(SYMBOLS, ring_size=4096)
+    hub.listeners.append(recorder.record)
+    total = int(rate * seconds)
+    events = [row_event(row) for row in make_rows(total, time.time(), 1 / rate)]
+    await store.open()
+    recorder.start()
+    started = time.perf_counter()
+    sent = 0
+    while sent < total:
+        due = min(total, int((time.perf_counter() - started) * rate))
+        if due > sent:
+            hub.publish_batch(events[sent:due])
+            sent = due
+        await asyncio.sleep(0.01)
+    offered_for = time.perf_counter() - started
+    backlog = recorder.buffered
+    while recorder.stats.written < total:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    drained = time.perf_counter() - started
+    await recorder.stop()
+    return {"offered": rate, "seconds": offered_for, "backlog_at_end": backlog, "all_written_after": drained}
+
+
+def naive_sqlite(path: Path, seconds: float) -> float:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS ticks (symbol TEXT, ts REAL, seq INTEGER, kind TEXT, price REAL, size REAL, "
+        "side TEXT, trade_id TEXT, PRIMARY KEY (symbol, ts, seq)) WITHOUT ROWID"
+    )
+    rows = make_rows(2_000_000, time.time(), 1e-5)
+    started, n = time.perf_counter(), 0
+    while time.perf_counter() - started < seconds:
+        conn.execute("INSERT INTO ticks VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows[n])  # autocommit: one commit each
+        n += 1
+    conn.close()
+    return n / (time.perf_counter() - started)
+
+
+async def naive_postgres(schema: str, seconds: float) -> float:
+    conn = await asyncpg.connect(PG_URL, server_settings={"search_path": schema})
+    rows = make_rows(1_000_000, time.time(), 1e-5)
+    started, n = time.perf_counter(), 0
+    while time.perf_counter() - started < seconds:
+        await conn.execute("INSERT INTO ticks VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", *rows[n])
+        n += 1
+    await conn.close()
+    return n / (time.perf_counter() - started)
+
+
+# -- 3. fan-out latency with and without recording ----------------------------------------------------------
+def start_service(env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen[str], int]:
+    full = {**os.environ, "DRY_RUN": "true", "MOCK_SEED": "7", "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1", **env}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bluefin_service", "--host", "127.0.0.1", "--port", "0"],
+        cwd=cwd, env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        match = re.search(r"listening on http://[^:]+:(\d+)", line)
+        if match:  # keep draining its output, or a chatty service blocks on a full pipe
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
+            return proc, int(match.group(1))
+    raise RuntimeError("service did not start")
+
+
+async def latency(record: bool, cwd: Path, seconds: float, rate: int) -> dict[str, float]:
+    """The service at ``rate`` ticks/s over 10 symbols; one client on S0-PERP measures timestamp -> arrival."""
+    symbols = [f"S{i}-PERP" for i in range(10)]
+    env = {
+        "SYMBOLS": ",".join(symbols), "STREAM_INTERVAL_SECONDS": str(10 / rate), "TRADE_FREQUENCY": "1000",
+        "RECORD": str(record).lower(), "DATA_DIR": str(cwd / f"data-{record}-{rate}"),
+    }  # fmt: skip
+    proc, port = start_service(env, cwd)
+    samples: list[float] = []
+    try:
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ws/S0-PERP", max_queue=None, compression=None) as ws:
+            warm_until = time.time() + 1.0
+            end = warm_until + seconds
+            while time.time() < end:
+                message = json.loads(await ws.recv())
+                now = time.time()
+                if message.get("type") == "price_update" and now > warm_until:
+                    samples.append((now - message["timestamp"]) * 1000)
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/streaming/status") as resp:
+            status = await resp.json()
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    samples.sort()
+    return {
+        "p50_ms": samples[len(samples) // 2],
+        "p99_ms": samples[int(len(samples) * 0.99)],
+        "received": len(samples),
+        "published_per_s": status["messages_published"] / (seconds + 2.0),
+        "recorded": status["recorder"].get("written", 0),
+    }
+
+
+# -- 4. replay and history -----------------------------------------------------------------------------------
+async def replay_speed(url: str, count: int) -> dict[str, float]:
+    store = open_store(url)
+    await store.open()
+    hub = Hub(SYMBOLS, ring_size=4096)
+    replay = ReplaySource(store, SYMBOLS, None, None, speed=0)
+    started = time.perf_counter()
+    await replay.run(hub.publish_batch)
+    elapsed = time.perf_counter() - started
+    await store.close()
+    return {"ticks": replay.published, "seconds": elapsed, "rate": replay.published / elapsed}
+
+
+async def history_query(cwd: Path, per_second: int, quick: bool) -> dict[str, float]:
+    db = cwd / "history.db"
+    store = open_store(f"sqlite:///{db}")
+    await store.open()
+    now = time.time()
+    total = 86_400 * per_second
+    step = 86_400 / total
+    for i in range(0, total, 200_000):
+        rows = make_rows(min(200_000, total - i), now - 86_400 + i * step, step, ["ETH-PERP"])
+        await store.write([row._replace(seq=row.seq + i) for row in rows])
+    await store.close()
+    proc, port = start_service({"STORE_URL": f"sqlite:///{db}", "RECORD": "false", "DATA_DIR": str(cwd / "h")}, cwd)
+    times = []
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(2 if quick else 4):
+                started = time.perf_counter()
+                async with http.get(f"http://127.0.0.1:{port}/market_data/ETH-PERP?interval=1s&limit=86400") as r:
+                    body = await r.json()
+                times.append(time.perf_counter() - started)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    return {"ticks": total, "candles": body["count"], "seconds_median": statistics.median(times), "best": min(times)}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    count = 200_000 if args.quick else 1_000_000
+    with tempfile.TemporaryDirectory() as tmp:
+        cwd = Path(tmp)
+        sqlite_url = f"sqlite:///{cwd / 'rec.db'}"
+        print("1. recorder into SQLite (hub publish -> buffer -> decode -> batched insert)")
+        rec = await recorder_max(sqlite_url, count)
+        naive = naive_sqlite(cwd / "naive.db", 2.0)
+        print(f"   recorder: {rec['rate']:>10,.0f} ticks/s ({rec['ticks']:,} ticks in {rec['seconds']:.2f}s)")
+        print(f"   naive one-insert-per-tick: {naive:>10,.0f} ticks/s  -> recorder is {rec['rate'] / naive:.0f}x")
+        paced = await recorder_paced(f"sqlite:///{cwd / 'paced.db'}", 100_000, 3.0 if args.quick else 5.0)
+        print(f"   paced 100,000 ticks/s for {paced['seconds']:.1f}s: backlog at end {paced['backlog_at_end']:,}, "
+              f"all written {paced['all_written_after'] - paced['seconds']:.2f}s after the last tick")  # fmt: skip
+
+        print("2. recorder into PostgreSQL (COPY)")
+        schema = f"bench_{os.getpid()}"
+        try:
+            pg = await recorder_max(f"{PG_URL}?schema={schema}", count // 2)
+            pg_naive = await naive_postgres(schema, 2.0)
+            print(f"   recorder: {pg['rate']:>10,.0f} ticks/s ({pg['ticks']:,} ticks in {pg['seconds']:.2f}s)")
+            print(
+                f"   naive one-insert-per-tick: {pg_naive:>10,.0f} ticks/s -> recorder is {pg['rate'] / pg_naive:.0f}x"
+            )
+        except (OSError, asyncpg.PostgresError) as exc:
+            print(f"   skipped: PostgreSQL not reachable at {PG_URL}: {exc}")
+        finally:
+            try:
+                conn = await asyncpg.connect(PG_URL)
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+                await conn.close()
+            except (OSError, asyncpg.PostgresError):
+                pass
+
+        seconds = 3.0 if args.quick else 6.0
+        for rate in (20_000, 100_000):
+            print(f"3. fan-out latency, service offered {rate:,} ticks/s over 10 symbols, one client on one symbol")
+            off = await latency(False, cwd, seconds, rate)
+            on = await latency(True, cwd, seconds, rate)
+            for name, run in (("RECORD=false", off), ("RECORD=true ", on)):
+                print(f"   {name}: p50 {run['p50_ms']:.2f} ms, p99 {run['p99_ms']:.2f} ms, "
+                      f"~{run['published_per_s']:,.0f} published/s, recorded {run['recorded']:,}")  # fmt: skip
+            print(f"   p99 ratio on/off: {on['p99_ms'] / off['p99_ms']:.2f} (target <= 1.10)")
+
+        print("4. replay (speed 0, from SQLite into a Hub) and history")
+        rep = await replay_speed(sqlite_url, count)
+        print(f"   replay: {rep['rate']:>10,.0f} ticks/s ({rep['ticks']:,} ticks in {rep['seconds']:.2f}s)")
+        hist = await history_query(cwd, 1 if args.quick else 5, args.quick)
+        print(f"   GET /market_data?interval=1s&limit=86400 over 24 h ({hist['ticks']:,} ticks -> "
+              f"{hist['candles']:,} candles): median {hist['seconds_median']:.2f}s, "
+              f"best {hist['best']:.2f}s")  # fmt: skip
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
