@@ -193,6 +193,7 @@ def start_server(kind: str, symbols: list[str], rate: float) -> Server:
             STREAM_INTERVAL_SECONDS=interval,
             TRADE_FREQUENCY=interval,
             MOCK_SEED=str(SEED),
+            MOCK_BACKFILL_SECONDS="0",  # no burst of generated history before the measured feed
             LOG_LEVEL="WARNING",
             HEARTBEAT_INTERVAL_SECONDS="30",
         )

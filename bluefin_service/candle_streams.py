@@ -46,7 +46,8 @@ class CandleStreams:
                 hub.ensure_channel(stream_key(symbol, interval))
 
     # -- input ---------------------------------------------------------------------------------------------
-    def on_events(self, events: Iterable[MarketEvent], now: float) -> None:
+    def on_events(self, events: Iterable[MarketEvent], now: float | None) -> None:
+        """Feed ticks; ``now`` moves the watermark first (None: each tick's own time does, for replayed data)."""
         engine = self.engine
         changed = self._changed
         for event in events:

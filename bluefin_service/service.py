@@ -115,7 +115,10 @@ class StreamingService:
 
     def _publish_market(self, events: list[MarketEvent]) -> None:
         self.hub.publish_batch(events)
-        self.candles.on_events(events, self.source_clock())
+        # The hub's flush is already queued on the loop; the candle engine runs after it, off the tick latency.
+        # A source replaying the past (event_time) lets each tick's own time move the candle watermark.
+        now = None if getattr(self.source, "event_time", False) else self.source_clock()
+        asyncio.get_running_loop().call_soon(self.candles.on_events, events, now)
 
     async def start(self) -> None:
         """Start the background tasks and the feed."""

@@ -56,3 +56,18 @@ def test_backfill_is_bounded_at_load_test_rates() -> None:
     assert source.clock() <= time.time() - source.backfill_seconds + 1
     resumed = MockSource(["ETH-PERP"], 1.0, 5.0, seed=1, backfill_seconds=1800, last_prices={"ETH-PERP": 2600.0})
     assert resumed.backfill_seconds == 0
+
+
+async def test_backfilled_ticks_make_clean_server_candles(start_service) -> None:
+    """The backfill replays the past: the service's candle engine follows its times, so nothing counts as late."""
+    service = start_service(MOCK_BACKFILL_SECONDS="120", SYMBOLS="ETH-PERP")
+    finals: list[dict] = []
+    async with websockets.connect(f"{service.ws_url}/ws/ETH-PERP?candles=5&resume=ETH-PERP@5s:0") as ws:
+        while len(finals) < 20:
+            message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            if message["type"] == "candle" and message["data"]["final"]:
+                finals.append(message["data"])
+    starts = [c["start"] for c in finals]
+    assert all(b - a == 5 for a, b in itertools.pairwise(starts))
+    assert all(c["flags"].get("late_ticks", 0) == 0 for c in finals)
+    assert sum(c["trade_count"] for c in finals) > 0

@@ -179,6 +179,11 @@ class MockSource:
     def clock(self) -> float:
         return self._position if self._position is not None else self._wall_clock()
 
+    @property
+    def event_time(self) -> bool:
+        """While backfilling, ticks carry past times: candles must follow them, not the wall clock."""
+        return self._position is not None
+
     async def run(self, publish: Callable[[list[MarketEvent]], None]) -> None:
         market = self._market
         if self._position is not None:

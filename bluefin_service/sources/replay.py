@@ -41,6 +41,25 @@ class ReplaySource:
         self.page = page
         self.published = 0
         self.finished = False
+        self._replayed_to: float | None = None  # timestamp of the newest tick published
+        self._anchor: tuple[float, float] | None = None  # (replayed time, monotonic) the clock runs on from
+
+    # Replayed ticks carry their original times: the candle engine must follow them, not the wall clock.
+    event_time = True
+
+    def clock(self) -> float:
+        """The replay's time: where playback has reached, moving on at ``speed`` (or 1x once finished)."""
+        if self._anchor is None:
+            return self.start if self.start is not None else 0.0
+        replayed, at = self._anchor
+        rate = self.speed if self.speed > 0 and not self.finished else (1.0 if self.finished else 0.0)
+        return max(replayed + (time.monotonic() - at) * rate, self._replayed_to or replayed)
+
+    def _published(self, batch: list[MarketEvent]) -> None:
+        self.published += len(batch)
+        self._replayed_to = batch[-1].timestamp
+        if self.speed == 0 or self._anchor is None:
+            self._anchor = (self._replayed_to, time.monotonic())
 
     @classmethod
     def from_settings(cls, settings: ServiceSettings) -> ReplaySource:
@@ -93,18 +112,20 @@ class ReplaySource:
                 if wait > 0.0005:
                     if batch:
                         publish(batch)
-                        self.published += len(batch)
+                        self._published(batch)
                         batch = []
                     await asyncio.sleep(wait)
             batch.append(row_event(row))
             if len(batch) >= FAST_BATCH:
                 publish(batch)
-                self.published += len(batch)
+                self._published(batch)
                 batch = []
                 await asyncio.sleep(0)
         if batch:
             publish(batch)
-            self.published += len(batch)
+            self._published(batch)
+        if self._replayed_to is not None:
+            self._anchor = (self._replayed_to, time.monotonic())
         self.finished = True
         elapsed = time.monotonic() - started
         if not self.published:
