@@ -245,7 +245,7 @@ def main() -> int:
         for clients in (100, 1000) if "throughput" in phases else ():
             log(f"throughput, {clients} clients")
             results["throughput"] += throughput(loaders, servers, clients, args)
-        extra = [k for k in LATENCY_EXTRA if "ours" in servers and not args.quick]
+        extra = [k for k in LATENCY_EXTRA if "ours" in servers and k not in servers and not args.quick]
         for kind in servers + extra if "latency" in phases else ():
             if kind == servers[0]:
                 log(f"latency, {GUIDE_CLIENTS} clients x {GUIDE_RATE} ticks/s")

@@ -35,6 +35,8 @@ from marketdata.ticks import MarketEvent
 
 log = logging.getLogger(__name__)
 
+REPLAY_ALLOWANCE_FACTOR = 8
+
 SlowPolicy = Literal["close", "latest"]
 MessageListener = Callable[[str, int, bytes], None]
 
@@ -52,13 +54,16 @@ class Connection:
         "close",
         "closed",
         "codec",
+        "conflate_limit",
         "conflating",
         "id",
         "latest",
         "max_buffer",
         "on_slow",
         "pending",
+        "pending_bytes",
         "queued_seq",
+        "replay_allowance",
         "subscriptions",
         "transport",
     )
@@ -80,9 +85,12 @@ class Connection:
         self.on_slow = on_slow
         self.max_buffer = max_buffer
         self.pending: list[bytes] = []
+        self.pending_bytes = 0  # counted on the control path (replies, replays) only
+        self.replay_allowance = 0  # bytes of resume replay still on their way out
         self.subscriptions: dict[str, None] = {}
         self.closed = False
         self.conflating = False
+        self.conflate_limit = 0
         self.latest: dict[str, tuple[int, bytes]] = {}
         self.queued_seq: dict[str, int] = {}
 
@@ -187,13 +195,22 @@ class Hub:
             return
         if not conn.pending:
             self._dirty.append(conn)
-        conn.pending.append(build_frame(payload, conn.codec))
+        frame = build_frame(payload, conn.codec)
+        conn.pending.append(frame)
         self.stats.messages_sent += 1
         if self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+        # Replays and replies can pile up within one turn (a client asking for the ring again and again), so
+        # they count against the limit before they reach the transport.
+        conn.pending_bytes += len(frame)
+        limit = conn.max_buffer + conn.replay_allowance
+        if conn.pending_bytes > limit:
+            queued = conn.transport.get_write_buffer_size() + conn.pending_bytes
+            if queued > (conn.conflate_limit if conn.conflating else limit):
+                self._handle_slow(conn, queued)
 
     def flush(self) -> None:
-        """Write everything queued now (tests and shutdown; normally the event loop calls it)."""
+        """Write everything queued now: the service calls it after each source batch; other sends flush on the loop."""
         if self._flush_handle is not None:
             self._flush_handle.cancel()
         self._flush()
@@ -209,14 +226,16 @@ class Hub:
                 continue
             data = pending[0] if len(pending) == 1 else b"".join(pending)
             pending.clear()
+            conn.pending_bytes = 0
             transport = conn.transport
             if transport.is_closing():
                 continue
             transport.write(data)
             stats.writes += 1
             stats.bytes_written += len(data)
-            if transport.get_write_buffer_size() > conn.max_buffer:
-                self._handle_slow(conn)
+            queued = transport.get_write_buffer_size()
+            if queued > conn.max_buffer + conn.replay_allowance:
+                self._handle_slow(conn, queued)
 
     # -- connections and subscriptions --------------------------------------------------------------------
     def attach(self, conn: Connection) -> None:
@@ -235,6 +254,10 @@ class Hub:
         channel = self.channels[symbol]
         if resume_after is not None:
             gap, payloads = channel.ring.after(resume_after)
+            # A replay is not slowness: its bytes raise this connection's limit until its buffer drains, up to
+            # REPLAY_ALLOWANCE_FACTOR limits, so a client resuming many symbols is not cut off for asking.
+            room = conn.max_buffer * REPLAY_ALLOWANCE_FACTOR - conn.replay_allowance
+            conn.replay_allowance += min(room, sum(len(p) for p in payloads))
             if gap is not None:
                 self.send(conn, self.gap_payload(symbol, gap))
             for payload in payloads:
@@ -263,20 +286,20 @@ class Hub:
         conn.queued_seq.pop(channel.symbol, None)
 
     # -- slow consumers ----------------------------------------------------------------------------------
-    def _handle_slow(self, conn: Connection) -> None:
-        queued = conn.transport.get_write_buffer_size()
-        # A latest-only client is switched once; if even its control replies pile up past twice the limit,
-        # it is closed like any other, so no connection's memory grows without bound.
-        if conn.on_slow == "latest" and queued <= 2 * conn.max_buffer:
-            if conn.conflating:
-                return
+    def _handle_slow(self, conn: Connection, queued: int) -> None:
+        if conn.on_slow == "latest" and not conn.conflating:
+            # Switched once. If even its control replies and replays then pile up another full limit beyond what
+            # was queued at the switch, it is closed like any other: no connection's memory grows without bound.
             conn.conflating = True
+            conn.conflate_limit = queued + conn.max_buffer
             self.stats.conflated_slow_consumers += 1
             for symbol in conn.subscriptions:
                 channel = self.channels[symbol]
                 self._remove_from_channel(conn, channel)
                 channel.conflated[conn] = None
                 conn.queued_seq[symbol] = channel.seq
+            return
+        if conn.conflating and queued <= conn.conflate_limit:
             return
         self.stats.dropped_slow_consumers += 1
         log.warning("closing slow consumer #%d: %d bytes queued (limit %d)", conn.id, queued, conn.max_buffer)
@@ -286,6 +309,8 @@ class Hub:
     def drain_conflated(self) -> None:
         """Bring latest-only connections whose buffers have drained back to the live stream."""
         for conn in list(self.connections):
+            if conn.replay_allowance and conn.transport.get_write_buffer_size() <= conn.max_buffer:
+                conn.replay_allowance = 0  # the replay has reached the kernel: back to the plain limit
             if not conn.conflating or conn.closed:
                 continue
             if conn.transport.get_write_buffer_size() > conn.max_buffer // 4:

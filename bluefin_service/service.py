@@ -115,10 +115,16 @@ class StreamingService:
 
     def _publish_market(self, events: list[MarketEvent]) -> None:
         self.hub.publish_batch(events)
-        # The hub's flush is already queued on the loop; the candle engine runs after it, off the tick latency.
+        # Write the batch now, then run the candle engine, before the source arms its next sleep. Work done in a
+        # later loop turn would run after that timer was armed: libuv computes the poll timeout from the loop
+        # time it cached at the turn's start, so every ms spent there made the next tick wake that much late.
+        self.hub.flush()
         # A source replaying the past (event_time) lets each tick's own time move the candle watermark.
         now = None if getattr(self.source, "event_time", False) else self.source_clock()
-        asyncio.get_running_loop().call_soon(self.candles.on_events, events, now)
+        try:
+            self.candles.on_events(events, now)
+        except Exception:
+            log.exception("candle engine failed on a batch; continuing")
 
     async def start(self) -> None:
         """Start the background tasks and the feed."""

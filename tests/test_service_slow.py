@@ -141,3 +141,23 @@ async def test_latest_only_client_whose_replies_pile_up_is_closed_too(service: A
         assert closed.value.code == 4001
     finally:
         stalled.close()
+
+
+async def test_a_resume_bigger_than_the_buffer_limit_is_not_slowness(start_service) -> None:
+    """A client resuming full rings gets all of it; the replay's bytes do not count as falling behind."""
+    service = start_service(
+        STREAM_INTERVAL_SECONDS="0.0005", TRADE_FREQUENCY="0.001", SYMBOLS="ETH-PERP,BTC-PERP",
+        RING_SIZE="1500", MAX_BUFFER_BYTES="65536",
+    )  # fmt: skip
+    await wait_for_status(service, lambda s: min(v["last_seq"] for v in s["symbols"].values()) > 1600)
+    async with connect(f"{service.ws_url}/ws/multi/ETH-PERP,BTC-PERP?resume=ETH-PERP:0,BTC-PERP:0") as ws:
+        messages: list[dict[str, Any]] = []
+        market = 0
+        while market < 3300:  # both full rings, then live
+            messages.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+            market += messages[-1]["type"] in MARKET_TYPES
+    assert (await status(service))["dropped_slow_consumers"] == 0
+    for symbol in ("ETH-PERP", "BTC-PERP"):
+        seqs = [m["seq"] for m in messages if m["type"] in MARKET_TYPES and m["symbol"] == symbol]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # ring, then live, without a hole
+    assert {m["data"]["reason"] for m in messages if m["type"] == "gap"} == {"ring_overflow"}
