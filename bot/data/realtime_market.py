@@ -4,7 +4,9 @@ The provider owns a client (``provider.client``) and a TickAggregator. Ticks rea
 from the client's dispatcher; a clock task moves the aggregator's watermark so candles become final on time even
 when no tick arrives. While the WebSocket is down the clock is held, and after a reconnect it stays held until the
 replay has caught up (a tick from after the reconnect, or ``catch_up_seconds``), so replayed ticks land in their
-candles instead of arriving late. Reconnects and gaps are flagged on the candles they fall in.
+candles instead of arriving late; the same while the client repairs a gap over HTTP. Reconnects, gaps that could
+not be repaired and interruptions of the service's venue feed are flagged on the candles they fall in. With
+``orderbook=True`` the provider also exposes the symbol's L2 book, best bid/ask and spread, as Decimals.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ DEFAULT_INTERVALS = (1, 5, 15, 60)
 _FLOAT_COLUMNS = ("open", "high", "low", "close", "volume", "vwap", "buy_volume", "sell_volume")
 
 
+def _decimal(value: float | None) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
 class _Samples:
     """The newest ``size`` values, for percentiles."""
 
@@ -62,6 +68,9 @@ class RealtimeMarketDataProvider:
         tick_buffer: int = 10_000,
         catch_up_seconds: float = 2.0,
         latency_samples: int = 10_000,
+        orderbook: bool = False,
+        orderbook_depth: int = 10,
+        orderbook_rate: float = 1.0,
         **aggregator_options: Any,
     ) -> None:
         if tick_buffer < 1 or latency_samples < 1 or catch_up_seconds < 0:
@@ -76,6 +85,12 @@ class RealtimeMarketDataProvider:
         self.client.subscribe_to_trades(self._on_trade)
         self.client.subscribe_to_gaps(self._on_gap)
         self.client.subscribe_to_reconnects(self._on_reconnect)
+        self.client.subscribe_to_feed_interruptions(self._on_interruption)
+        self._book_options: dict[str, Any] = {
+            "orderbook": orderbook,
+            "orderbook_depth": orderbook_depth,
+            "orderbook_rate": orderbook_rate,
+        }
         self.aggregator.subscribe_to_candles(self._count_candle)
         self.catch_up_seconds = catch_up_seconds
         self._ticks: deque[Tick] = deque(maxlen=tick_buffer)
@@ -95,7 +110,7 @@ class RealtimeMarketDataProvider:
         if not self._started:
             self._started = True
             self._clock_task = asyncio.create_task(self._run_clock(), name=f"candle-clock-{self.symbol}")
-        return await self.client.connect_websocket([self.symbol])
+        return await self.client.connect_websocket([self.symbol], **self._book_options)
 
     async def disconnect(self) -> None:
         self._started = False
@@ -117,6 +132,23 @@ class RealtimeMarketDataProvider:
     def get_current_price(self) -> Decimal | None:
         price = self.client.get_latest_price(self.symbol)
         return None if price is None else Decimal(str(price))
+
+    def get_order_book(self) -> dict[str, Any] | None:
+        """The latest book (needs ``orderbook=True``): the client's dict with Decimal ``bids``/``asks`` levels
+        ``(price, size)`` best first and Decimal ``best_bid``, ``best_ask``, ``spread``, ``mid``; None before one."""
+        book = self.client.get_orderbook(self.symbol)
+        if book is None:
+            return None
+        decimal = {key: _decimal(book[key]) for key in ("best_bid", "best_ask", "spread", "mid")}
+        levels = {side: [(_decimal(p), _decimal(q)) for p, q in book[side]] for side in ("bids", "asks")}
+        return {**book, **levels, **decimal}
+
+    def get_best_bid_ask(self) -> tuple[Decimal | None, Decimal | None] | None:
+        pair = self.client.get_best_bid_ask(self.symbol)
+        return None if pair is None else (_decimal(pair[0]), _decimal(pair[1]))
+
+    def get_spread(self) -> Decimal | None:
+        return _decimal(self.client.get_spread(self.symbol))
 
     def get_current_candles(self) -> dict[int, RealtimeCandle]:
         return self.aggregator.get_current_candles(self.symbol)
@@ -167,6 +199,10 @@ class RealtimeMarketDataProvider:
             "reconnects": status["reconnects"],
             "resumes": status["resumes"],
             "gaps": status["gap_count"],
+            "gaps_repaired": status["gaps_repaired"],
+            "gaps_unrepaired": status["gaps_unrepaired"],
+            "messages_repaired": status["messages_repaired"],
+            "feed_interruptions": sum(1 for i in status["interruptions"] if i["symbol"] == self.symbol),
             "gap_ranges": [g for g in status["gaps"] if g["symbol"] == self.symbol],
             "messages_received": status["messages_received"],
             "last_message_time": status["last_message_time"],
@@ -210,6 +246,10 @@ class RealtimeMarketDataProvider:
         for at in {self._last_tick_time or gap["time"], gap["time"]}:
             self.aggregator.mark_gap(self.symbol, at)
 
+    def _on_interruption(self, event: dict[str, Any]) -> None:
+        if event["symbol"] == self.symbol:  # as the service flags its own candles: a resync touched only the book
+            self.aggregator.mark_gap(self.symbol, event["time"], reconnect=event["kind"] != "resync")
+
     def _on_reconnect(self, event: dict[str, Any]) -> None:
         for at in {event["down_since"] or event["time"], event["time"]}:
             self.aggregator.mark_gap(self.symbol, at, reconnect=True)
@@ -224,6 +264,8 @@ class RealtimeMarketDataProvider:
             await asyncio.sleep(min(max(engine.next_deadline(now) - now, 0.001), 0.5))
             if not self.client.is_websocket_connected():
                 continue  # hold: what the service replays after the reconnect still belongs in these candles
+            if self.client.is_repairing(self.symbol):
+                continue  # the same for what a gap repair fetches over HTTP
             if self._catching_up_after is not None:
                 if time.monotonic() < self._catch_up_deadline:
                     continue

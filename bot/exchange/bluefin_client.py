@@ -5,107 +5,59 @@ from a bounded queue. When the queue is full the reader waits (backpressure): th
 slow-consumer policy may close us, and the reconnect resumes from the last ``seq``, so nothing is lost.
 
 Every reconnect resumes with ``?resume=SYM:SEQ,...``: the service replays what we missed, or sends a ``gap``
-saying what it no longer has. Messages at or below the last ``seq`` seen are dropped as duplicates.
+saying what it no longer has; such a gap (or a seq jump) is filled over HTTP from the service's store
+(``gap_repair.py``) before the symbol's live messages go on. Messages at or below the last ``seq`` seen are
+dropped as duplicates. ``gap`` messages with an ``upstream_*`` reason are not gaps in our sequence: the venue's
+feed was interrupted, and they are reported as feed interruptions. With ``orderbook=True`` the client also keeps
+the latest L2 book of each symbol (``orderbook`` messages, latest state, not sequenced).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
-import os
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from bot.exchange.client_config import ReconnectPolicy, http_base_url, service_urls_from, stream_url, ws_base_url
+from bot.exchange.client_messages import book_payload, market_payload
+from bot.exchange.dispatch import Callback, CallbackDispatcher
+from bot.exchange.gap_repair import REPAIRABLE, GapRepairer
+from bot.exchange.liveness import Liveness
 from marketdata.errors import ConfigError
 from marketdata.protocol import (
     CandleMessage,
     ErrorMessage,
     GapMessage,
     HeartbeatMessage,
-    PingRequest,
+    OrderBookMessage,
     PongMessage,
     PriceUpdateMessage,
     ProtocolError,
     SubscribedMessage,
+    SubscribeRequest,
     TradeMessage,
     decode_server,
     encode,
     normalize_symbol,
 )
 
+__all__ = ["BluefinServiceClient", "ReconnectPolicy", "service_urls_from", "stream_url", "ws_base_url"]
+
 log = logging.getLogger(__name__)
 
-DEFAULT_SERVICE_URL = "http://localhost:8080"
-SERVICE_URL_ENV = "EXCHANGE__BLUEFIN_SERVICE_URL"
-Callback = Callable[[dict[str, Any]], Any]
-_SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
 _COUNTERS = (  # noqa: SIM905
     "connections reconnects resumes gap_count messages_received duplicates_dropped invalid_messages server_errors"
-    " callback_errors connect_failures stale_disconnects backpressure_waits unexpected_symbol"
+    " callback_errors connect_failures stale_disconnects backpressure_waits unexpected_symbol feed_interruptions"
+    " orderbooks_received"
 ).split()
-
-
-@dataclass(frozen=True)
-class ReconnectPolicy:
-    """Exponential backoff with full jitter: before retry n (n >= 1) wait U(0, min(max_delay, base * factor**(n-1))).
-
-    The first retry after a connection that lived ``stable_after`` seconds is immediate. The default cap keeps a
-    reconnect under a second once the service is back; raise it for a remote service shared by many clients.
-    """
-
-    base_delay: float = 0.05
-    max_delay: float = 0.75
-    factor: float = 2.0
-    stable_after: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not (0 < self.base_delay <= self.max_delay) or self.factor < 1 or self.stable_after < 0:
-            raise ConfigError(f"reconnect policy needs 0 < base_delay <= max_delay and factor >= 1, got {self}")
-
-    def delay(self, failures: int, rng: random.Random) -> float:
-        if failures <= 0:
-            return 0.0
-        return rng.uniform(0.0, min(self.max_delay, self.base_delay * self.factor ** min(failures - 1, 64)))
-
-
-def ws_base_url(service_url: str) -> str:
-    """``http://host:8080`` -> ``ws://host:8080`` (https -> wss; ws/wss pass through)."""
-    parts = urlsplit(service_url.strip())
-    scheme = _SCHEMES.get(parts.scheme.lower())
-    try:
-        port_ok = parts.port is None or parts.port > 0
-    except ValueError:
-        port_ok = False
-    if scheme is None or not parts.hostname or not port_ok:
-        raise ConfigError(f"service URL {service_url!r} must look like http://host:port (or https://, ws://, wss://)")
-    path = parts.path.rstrip("/")
-    return urlunsplit((scheme, parts.netloc, path.removesuffix("/ws"), "", ""))
-
-
-def stream_url(base: str, symbols: Sequence[str], resume: dict[str, int]) -> str:
-    path = f"/ws/{symbols[0]}" if len(symbols) == 1 else "/ws/multi/" + ",".join(symbols)
-    query = "?resume=" + ",".join(f"{symbol}:{seq}" for symbol, seq in resume.items()) if resume else ""
-    return base + path + query
-
-
-def service_urls_from(service_url: str | Sequence[str] | None) -> list[str]:
-    """The URL(s) given, else ``EXCHANGE__BLUEFIN_SERVICE_URL`` (comma-separated allowed), else the default."""
-    raw = service_url if service_url is not None else os.environ.get(SERVICE_URL_ENV) or DEFAULT_SERVICE_URL
-    urls = [u.strip() for u in raw.split(",")] if isinstance(raw, str) else [str(u).strip() for u in raw]
-    urls = [u for u in urls if u]
-    if not urls:
-        raise ConfigError("no Bluefin service URL given")
-    return urls
 
 
 class BluefinServiceClient:
@@ -123,9 +75,15 @@ class BluefinServiceClient:
         gap_history: int = 100,
         proxy: str | None = None,
         seed: int | None = None,
+        repair_gaps: bool = True,
+        repair_page_size: int = 1000,
+        repair_timeout: float = 5.0,
+        repair_hold: int = 10_000,
     ) -> None:
         if heartbeat_interval <= 0 or stale_after_heartbeats < 1 or queue_size < 1 or open_timeout <= 0:
             raise ConfigError("heartbeat_interval, open_timeout > 0, stale_after_heartbeats >= 1, queue_size >= 1")
+        if repair_page_size < 1 or repair_timeout <= 0 or repair_hold < 1:
+            raise ConfigError("repair_page_size >= 1, repair_timeout > 0 and repair_hold >= 1")
         self.service_urls = service_urls_from(service_url)
         self._bases = [ws_base_url(u) for u in self.service_urls]
         self.policy = reconnect or ReconnectPolicy()
@@ -139,47 +97,64 @@ class BluefinServiceClient:
             "close_timeout": 1.0,
             "proxy": proxy,
         }
-        self._queue_size = queue_size
         self._rng = random.Random(seed)
-        self._callbacks: dict[str, list[Callback]] = {"price": [], "trade": [], "gap": [], "reconnect": []}
         self.symbols: list[str] = []
         self._subscribed: frozenset[str] = frozenset()
         self._last_seq: dict[str, int] = {}
         self._server_seq: dict[str, int] = {}
         self._latest_price: dict[str, float] = {}
         self._gaps: deque[dict[str, Any]] = deque(maxlen=gap_history)
-        self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] | None = None
+        self._interruptions: deque[dict[str, Any]] = deque(maxlen=gap_history)
+        self._books: dict[str, dict[str, Any]] = {}
+        self._book_request: SubscribeRequest | None = None
+        self.repair_gaps = repair_gaps
+        repair = {"page_size": repair_page_size, "timeout": repair_timeout, "hold_size": repair_hold}
+        self._repairer = GapRepairer(self._deliver, **repair, history=gap_history)
         self._ws: ClientConnection | None = None
         self._url: str | None = None
         self._url_index = 0
         self._supervisor: asyncio.Task[None] | None = None
-        self._dispatcher: asyncio.Task[None] | None = None
         self._first_round = asyncio.Event()
         self._stopping = False
-        self._backpressured = False
-        self._last_message_mono = 0.0
+        self._liveness = Liveness(heartbeat_interval, self.stale_timeout)
         self._disconnected_at: float | None = None
         self._disconnected_wall: float | None = None
         self._invalid_logged_at = 0.0
         self.stats: dict[str, Any] = dict.fromkeys(_COUNTERS, 0)
         self.stats.update(last_message_time=None, last_error=None, last_disconnect_reason=None)
         self.stats.update(last_reconnect_seconds=None, rtt_ms=None)
+        self._dispatcher = CallbackDispatcher(queue_size, self.stats)
+        self._callbacks = self._dispatcher.callbacks
+        self._put = self._dispatcher.put
 
     # -- the guide's API ---------------------------------------------------------------------------------
-    async def connect_websocket(self, symbols: list[str]) -> bool:
+    async def connect_websocket(
+        self, symbols: list[str], *, orderbook: bool = False, orderbook_depth: int = 10, orderbook_rate: float = 1.0
+    ) -> bool:
         """Start streaming ``symbols``; True once connected. If the first try of every URL fails it returns
-        False and keeps retrying in the background until ``disconnect_websocket()``."""
+        False and keeps retrying in the background until ``disconnect_websocket()``.
+
+        ``orderbook=True`` also streams each symbol's L2 book (``orderbook_depth`` levels per side, 1-50, at most
+        ``orderbook_rate`` books a second, up to 20), asked again after every reconnect; the service has books only
+        with an exchange source (SOURCE=binance|okx|bluefin)."""
         wanted = list(dict.fromkeys(normalize_symbol(s) for s in symbols))
         if not wanted:
             raise ConfigError("connect_websocket needs at least one symbol")
+        if orderbook and not (1 <= orderbook_depth <= 50 and 0 < orderbook_rate <= 20):
+            raise ConfigError(f"orderbook_depth must be 1-50 and orderbook_rate in (0, 20], got {orderbook_depth}, "
+                              f"{orderbook_rate}")  # fmt: skip
         if self._supervisor is not None:
             await self.disconnect_websocket()
+        self._book_request = (
+            SubscribeRequest(wanted, orderbook=True, orderbook_depth=orderbook_depth, orderbook_rate=orderbook_rate)
+            if orderbook
+            else None
+        )
         self.symbols = wanted
         self._subscribed = frozenset(wanted)
         self._stopping = False
         self._first_round = asyncio.Event()
-        self._queue = asyncio.Queue(self._queue_size)
-        self._dispatcher = asyncio.create_task(self._dispatch(self._queue), name="bluefin-dispatch")
+        self._dispatcher.start()
         self._supervisor = asyncio.create_task(self._run(), name="bluefin-websocket")
         await self._first_round.wait()
         if not self.is_websocket_connected():
@@ -188,19 +163,17 @@ class BluefinServiceClient:
 
     async def disconnect_websocket(self) -> None:
         self._stopping = True
-        ws, supervisor, dispatcher = self._ws, self._supervisor, self._dispatcher
-        self._supervisor = self._dispatcher = None
+        ws, supervisor, self._supervisor = self._ws, self._supervisor, None
         if ws is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 2.0)
-        current = asyncio.current_task()
-        for task in (supervisor, dispatcher):
-            if task is not None:
-                task.cancel()
-                if task is not current:  # a callback may call this from the dispatcher itself
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+        if supervisor is not None:
+            supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervisor
+        await self._repairer.close()
         self._ws = None
+        await self._dispatcher.stop()  # last: when a callback called us, this cancels the task we run in
 
     def subscribe_to_price_updates(self, callback: Callback) -> None:
         """``callback({"symbol", "price", "volume", "timestamp", "seq", "received_at"})``; sync or async."""
@@ -218,14 +191,48 @@ class BluefinServiceClient:
         """``callback({"url", "resumed", "time", "down_since"})`` after each reconnection, in stream order."""
         self._callbacks["reconnect"].append(callback)
 
+    def subscribe_to_orderbook(self, callback: Callback) -> None:
+        """``callback(book)`` for every book received (see ``get_orderbook``); needs ``orderbook=True``."""
+        self._callbacks["orderbook"].append(callback)
+
+    def subscribe_to_feed_interruptions(self, callback: Callback) -> None:
+        """``callback({"symbol", "kind", "reason", "seq", "time"})`` when the service's venue feed reconnected,
+        resynced its book or went stale (``kind``) around ``seq``: trades there may be missing upstream."""
+        self._callbacks["interruption"].append(callback)
+
+    def resume_from(self, symbol: str, seq: int) -> None:
+        """Start ``symbol`` after ``seq`` on the next connect (0: from the oldest message the service holds)."""
+        if seq < 0:
+            raise ConfigError(f"resume seq must be >= 0, got {seq}")
+        self._last_seq[symbol] = seq
+
     def get_latest_price(self, symbol: str) -> float | None:
         return self._latest_price.get(str(symbol).strip().upper())
+
+    def get_orderbook(self, symbol: str) -> dict[str, Any] | None:
+        """The latest book: ``{"symbol", "timestamp", "bids", "asks", "best_bid", "best_ask", "spread", "mid",
+        "venue", "update_id", "received_at"}``, levels ``(price, size)`` best first; None before the first one."""
+        return self._books.get(str(symbol).strip().upper())
+
+    def get_best_bid_ask(self, symbol: str) -> tuple[float | None, float | None] | None:
+        book = self.get_orderbook(symbol)
+        return None if book is None else (book["best_bid"], book["best_ask"])
+
+    def get_spread(self, symbol: str) -> float | None:
+        book = self.get_orderbook(symbol)
+        return None if book is None else book["spread"]
+
+    def is_repairing(self, symbol: str) -> bool:
+        """True while a gap of ``symbol`` is being filled over HTTP (its live messages wait until then)."""
+        return self._repairer.active(str(symbol).strip().upper())
 
     def is_websocket_connected(self) -> bool:
         return self._ws is not None
 
     def get_websocket_status(self) -> dict[str, Any]:
-        queue = self._queue
+        """Connection state and counters. Gaps: ``gaps_repaired`` were filled from the store (``repaired_gaps``
+        lists them); ``gaps_unrepaired`` could not be, and ``gaps`` lists their lost ranges (``gap_count``).
+        ``interruptions`` are the service's venue-feed interruptions (``upstream_*``), not gaps of ours."""
         return {
             "connected": self.is_websocket_connected(),
             "url": self._url,
@@ -233,10 +240,15 @@ class BluefinServiceClient:
             "symbols": list(self.symbols),
             **self.stats,
             "gaps": list(self._gaps),
+            **self._repairer.stats,
+            "repaired_gaps": list(self._repairer.repaired),
+            "repair_held_messages": self._repairer.held(),
+            "interruptions": list(self._interruptions),
+            "orderbook_symbols": sorted(self._books),
             "last_seq": dict(self._last_seq),
             "server_last_seq": dict(self._server_seq),
-            "queue_size": queue.qsize() if queue is not None else 0,
-            "queue_capacity": self._queue_size,
+            "queue_size": self._dispatcher.size(),
+            "queue_capacity": self._dispatcher.capacity,
         }
 
     # -- connection lifecycle ----------------------------------------------------------------------------
@@ -272,7 +284,7 @@ class BluefinServiceClient:
 
     async def _on_open(self, ws: ClientConnection, base: str, resumed: bool) -> None:
         self._ws, self._url = ws, base
-        self._last_message_mono = time.monotonic()
+        self._liveness.touch()
         stats = self.stats
         stats["connections"] += 1
         stats["resumes"] += resumed
@@ -282,13 +294,18 @@ class BluefinServiceClient:
                 stats["last_reconnect_seconds"] = round(time.monotonic() - self._disconnected_at, 4)
             event = {"url": base, "resumed": resumed, "time": time.time(), "down_since": self._disconnected_wall}
             await self._put("reconnect", event)
+        if self._book_request is not None:
+            with contextlib.suppress(Exception):  # a dead socket shows up in the reader; the next open asks again
+                await ws.send(encode(self._book_request).decode())
         log.info("WebSocket connected to %s (%s)", base, "resuming" if resumed else "fresh")
 
     async def _serve(self, ws: ClientConnection) -> str:
         reader = asyncio.create_task(self._receive(ws))
-        watchdog = asyncio.create_task(self._watch(ws))
+        watchdog = asyncio.create_task(self._liveness.watch(ws, self._paused))
         try:
             done, _ = await asyncio.wait({reader, watchdog}, return_when=asyncio.FIRST_COMPLETED)
+            if reader not in done:
+                self.stats["stale_disconnects"] += 1
             finished = reader if reader in done else watchdog
             try:
                 return finished.result()
@@ -304,7 +321,7 @@ class BluefinServiceClient:
     async def _receive(self, ws: ClientConnection) -> str:
         try:
             async for frame in ws:
-                self._last_message_mono = time.monotonic()
+                self._liveness.touch()
                 self.stats["messages_received"] += 1
                 self.stats["last_message_time"] = time.time()
                 try:
@@ -317,27 +334,9 @@ class BluefinServiceClient:
             return f"connection closed: {exc}"
         return f"closed by server: code {ws.close_code} {ws.close_reason or ''}".rstrip()
 
-    async def _watch(self, ws: ClientConnection) -> str:
-        check = min(max(self.heartbeat_interval / 4, 0.01), 1.0)
-        pinged_at = 0.0
-        while True:
-            await asyncio.sleep(check)
-            now = time.monotonic()
-            if self._backpressured:  # we are not reading, so the silence is ours
-                self._last_message_mono = now
-                continue
-            idle = now - self._last_message_mono
-            if idle >= self.stale_timeout:
-                await asyncio.sleep(0)  # after a blocked loop, let frames already received be read first
-                idle = time.monotonic() - self._last_message_mono
-                if idle < self.stale_timeout:
-                    continue
-                self.stats["stale_disconnects"] += 1
-                return f"stale: no message for {idle:.2f}s (limit {self.stale_timeout:g}s)"
-            if idle >= self.heartbeat_interval and pinged_at < self._last_message_mono:
-                pinged_at = now
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(ws.send(encode(PingRequest(time.time())).decode()), check)
+    def _paused(self) -> bool:
+        """We stopped reading (a full callback queue or repair hold), so the socket's silence is ours."""
+        return self._dispatcher.waiting > 0 or self._repairer.waiting
 
     # -- incoming messages -------------------------------------------------------------------------------
     async def _handle(self, message: Any) -> None:
@@ -345,22 +344,16 @@ class BluefinServiceClient:
         if kind is CandleMessage:
             return  # server-side candles are sequenced per SYMBOL@Ns stream; this client builds its own
         if kind is PriceUpdateMessage or kind is TradeMessage:
-            if message.symbol not in self._subscribed:  # keeps every per-symbol map bounded
+            symbol = message.symbol
+            if symbol not in self._subscribed:  # keeps every per-symbol map bounded
                 self.stats["unexpected_symbol"] += 1
                 return
-            if not await self._accept_seq(message.symbol, message.seq):
+            if not await self._accept_seq(symbol, message.seq):
                 return
-            data = message.data
-            if kind is PriceUpdateMessage:
-                self._latest_price[message.symbol] = data.price
-                payload = {"price": data.price, "volume": data.volume}
-                kind_name = "price"
-            else:
-                self._latest_price[message.symbol] = data.price
-                payload = {"price": data.price, "size": data.size, "side": data.side, "trade_id": data.trade_id}
-                kind_name = "trade"
-            payload.update(symbol=message.symbol, timestamp=message.timestamp, seq=message.seq, received_at=time.time())
-            await self._put(kind_name, payload)
+            self._latest_price[symbol] = message.data.price
+            await self._repairer.emit(symbol, *market_payload(message, time.time()))
+        elif kind is OrderBookMessage:
+            await self._on_book(message)
         elif kind is HeartbeatMessage or kind is SubscribedMessage:
             for symbol, head in message.data.last_seq.items():
                 if symbol in self._subscribed:
@@ -386,28 +379,61 @@ class BluefinServiceClient:
                 self.stats["duplicates_dropped"] += 1
                 return False
             if seq > last + 1:
-                await self._record_gap(symbol, last + 1, seq - 1, "seq_jump")
-        self._last_seq[symbol] = seq
+                await self._gap(symbol, last + 1, seq - 1, "seq_jump")
+        self._last_seq[symbol] = seq  # what we received (some of it may still wait behind a repair)
         return True
+
+    async def _on_book(self, message: OrderBookMessage) -> None:
+        if message.symbol not in self._subscribed:
+            self.stats["unexpected_symbol"] += 1
+            return
+        try:
+            book = book_payload(message, time.time())
+        except ProtocolError as exc:
+            self._invalid(encode(message), exc)
+            return
+        self.stats["orderbooks_received"] += 1
+        self._books[message.symbol] = book
+        await self._put("orderbook", book)  # latest state, not sequenced: never waits behind a repair
 
     async def _on_gap_message(self, message: GapMessage) -> None:
         gap, symbol = message.data, message.symbol
         if symbol not in self._subscribed:
             self.stats["unexpected_symbol"] += 1
             return
+        if gap.reason.startswith("upstream_"):  # the venue's feed, not our sequence: nothing to repair
+            event = {"symbol": symbol, "kind": gap.reason.removeprefix("upstream_"), "reason": gap.reason,
+                     "seq": gap.to_seq, "time": message.timestamp}  # fmt: skip
+            self._interruptions.append(event)
+            self.stats["feed_interruptions"] += 1
+            log.warning("%s: the service's venue feed was interrupted (%s) at seq %d", symbol, gap.reason, gap.to_seq)
+            await self._repairer.emit(symbol, "interruption", event)
+            return
         last = self._last_seq.get(symbol, 0)
         if gap.from_seq <= last:  # the service's head is behind us: it restarted without its history
             self._last_seq[symbol] = gap.from_seq - 1
         else:
             self._last_seq[symbol] = max(last, gap.to_seq)
-        await self._record_gap(symbol, gap.from_seq, gap.to_seq, gap.reason)
+        await self._gap(symbol, gap.from_seq, gap.to_seq, gap.reason)
 
-    async def _record_gap(self, symbol: str, from_seq: int, to_seq: int, reason: str) -> None:
+    async def _gap(self, symbol: str, from_seq: int, to_seq: int, reason: str) -> None:
         gap = {"symbol": symbol, "from_seq": from_seq, "to_seq": to_seq, "reason": reason, "time": time.time()}
-        self._gaps.append(gap)
-        self.stats["gap_count"] += 1
-        log.warning("gap in %s: seq %d..%d cannot be replayed (%s)", symbol, from_seq, to_seq, reason)
-        await self._put("gap", gap)
+        if self.repair_gaps and reason in REPAIRABLE and self._url is not None:
+            await self._repairer.repair(symbol, http_base_url(self._url), gap)
+        else:
+            self._repairer.stats["gaps_unrepaired"] += 1
+            await self._repairer.emit(symbol, "gap", gap)
+
+    async def _deliver(self, kind: str, payload: dict[str, Any]) -> None:
+        """Every sequenced item ends here, in stream order: callbacks, and the record of lost ranges."""
+        if kind == "gap":
+            self._gaps.append(payload)
+            self.stats["gap_count"] += 1
+            log.warning(
+                "gap in %s: seq %d..%d cannot be replayed (%s)",
+                payload["symbol"], payload["from_seq"], payload["to_seq"], payload["reason"],
+            )  # fmt: skip
+        await self._put(kind, payload)
 
     def _invalid(self, frame: str | bytes, exc: ProtocolError) -> None:
         self.stats["invalid_messages"] += 1
@@ -418,31 +444,3 @@ class BluefinServiceClient:
             log.warning(
                 "skipped invalid message (%d so far): %s; frame: %r", self.stats["invalid_messages"], exc, shown
             )
-
-    # -- dispatch ----------------------------------------------------------------------------------------
-    async def _put(self, kind: str, payload: dict[str, Any]) -> None:
-        queue = self._queue
-        if queue is None or not self._callbacks[kind]:
-            return
-        if queue.full():
-            self.stats["backpressure_waits"] += 1
-            self._backpressured = True
-            try:
-                await queue.put((kind, payload))
-            finally:
-                self._backpressured = False
-        else:
-            queue.put_nowait((kind, payload))
-
-    async def _dispatch(self, queue: asyncio.Queue[tuple[str, dict[str, Any]]]) -> None:
-        callbacks = self._callbacks
-        while True:
-            kind, payload = await queue.get()
-            for callback in callbacks[kind]:
-                try:
-                    result = callback(payload)
-                    if inspect.isawaitable(result):
-                        await result
-                except Exception:
-                    self.stats["callback_errors"] += 1
-                    log.exception("%s callback %r failed; the stream continues", kind, callback)
