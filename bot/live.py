@@ -15,6 +15,7 @@ import math
 import os
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -52,7 +53,9 @@ def closed_candles(df: pd.DataFrame, interval_seconds: int, now: float) -> pd.Da
     return df[ends <= pd.Timestamp(now, unit="s", tz="UTC")]
 
 
-def build_engine(settings: BotSettings, journal: Journal, price_source: Any) -> TradingEngine:
+def build_engine(
+    settings: BotSettings, journal: Journal, price_source: Any, clock: Callable[[], float] = time.time
+) -> TradingEngine:
     t, r, p = settings.trading, settings.risk, settings.paper
     indicators = VuManChuIndicators(
         CipherBSettings(wt_channel_len=t.wt_channel_len, wt_average_len=t.wt_average_len, wt_ma_len=t.wt_ma_len)
@@ -60,7 +63,7 @@ def build_engine(settings: BotSettings, journal: Journal, price_source: Any) -> 
     return TradingEngine(
         symbol=t.symbol,
         strategy=CipherScalpStrategy(t.entry_level, indicators),
-        broker=PaperBroker(price_source, fee_rate=p.fee_rate, slippage_bps=p.slippage_bps),
+        broker=PaperBroker(price_source, fee_rate=p.fee_rate, slippage_bps=p.slippage_bps, clock=clock),
         positions=PositionManager(t.stop_loss_pct, t.take_profit_pct, t.trailing_stop_pct),
         risk=RiskManager(r.max_position_notional, r.leverage, r.max_daily_loss, t.min_trading_interval_seconds),
         journal=journal,
@@ -68,6 +71,7 @@ def build_engine(settings: BotSettings, journal: Journal, price_source: Any) -> 
         position_notional=t.position_notional,
         position_size=t.position_size,
         max_hold_candles=t.max_hold_candles,
+        clock=clock,
     )
 
 

@@ -35,9 +35,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     live.add_argument("--paper", action="store_true", default=True, help="paper trading (the default and only mode)")
     live.add_argument("--duration", type=float, help="stop after this many seconds (demos, tests)")
     live.add_argument("--with-service", action="store_true", help="start the streaming service first (make run)")
+    live.add_argument(
+        "--event-time",
+        action="store_true",
+        help="trade on the stream's own clock from the first tick the service holds (a SOURCE=replay service): "
+        "the same candles and trades as backtest; stops when the replay is done",
+    )
     live.add_argument("--env-file", action="append", type=Path, default=None, help="extra .env file(s) to read")
     live.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "WARNING"), help="DEBUG|INFO|WARNING|ERROR")
+    add_backtest_parser(commands)
     return parser.parse_args(argv)
+
+
+def add_backtest_parser(commands: Any) -> None:
+    bt = commands.add_parser("backtest", help="run the strategy over recorded ticks (see docs/backtest.md)")
+    bt.add_argument("--symbol", help="symbol such as ETH-PERP (TRADING__SYMBOL)")
+    bt.add_argument("--interval", help="candle interval: 1s, 5s, 15s, 1m ... (TRADING__INTERVAL)")
+    bt.add_argument("--start", required=True, help="epoch seconds or ISO-8601 (2026-11-25T20:00:00Z)")
+    bt.add_argument("--end", required=True, help="epoch seconds or ISO-8601; ticks before it are used")
+    bt.add_argument("--store", type=Path, help="the service's SQLite store file (default: $DATA_DIR/ticks.db)")
+    bt.add_argument("--service", dest="service_url", help="read ticks from this service's GET /trades instead")
+    bt.add_argument("--journal", type=Path, help="JSON-lines journal (default data/backtest_journal.jsonl)")
+    bt.add_argument("--plot", type=Path, help="equity curve PNG (default: next to the journal)")
+    bt.add_argument("--size", type=float, help="base units per entry (TRADING__POSITION_SIZE)")
+    bt.add_argument("--stop-loss", type=float, help="stop-loss in percent (TRADING__STOP_LOSS_PCT)")
+    bt.add_argument("--take-profit", type=float, help="take-profit in percent (TRADING__TAKE_PROFIT_PCT)")
+    bt.add_argument("--trailing-stop", type=float, help="trailing stop in percent (TRADING__TRAILING_STOP_PCT)")
+    bt.add_argument("--env-file", action="append", type=Path, default=None, help="extra .env file(s) to read")
+    bt.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "WARNING"), help="DEBUG|INFO|WARNING|ERROR")
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
@@ -74,9 +99,42 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"bot: {exc}", file=sys.stderr)
         return 2
+    if args.command == "live" and args.event_time:
+        return run_live_event_time(settings, args.duration)
     if args.command == "live":
         return run_live(settings, args.duration, args.with_service)
+    if args.command == "backtest":
+        return run_backtest_command(settings, args)
     return 2  # pragma: no cover - argparse enforces the command
+
+
+def run_backtest_command(settings: BotSettings, args: argparse.Namespace) -> int:
+    from bot.backtest import DEFAULT_JOURNAL, choose_source, default_plot, report, run_backtest, time_range
+    from bot.data.history_reader import BacktestError
+
+    journal = args.journal or DEFAULT_JOURNAL  # never the live JOURNAL_PATH: a backtest rewrites its journal
+    try:
+        start, end = time_range(args.start, args.end)
+        source = choose_source(args.store, args.service_url, settings)
+        result = asyncio.run(run_backtest(settings, source, start, end, journal, args.plot or default_plot(journal)))
+    except BacktestError as exc:
+        print(f"bot backtest: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    print(report(result, source, start, end))
+    return 0
+
+
+def run_live_event_time(settings: BotSettings, duration: float | None) -> int:
+    from bot.live_event_time import StreamEventTimeBot
+
+    try:
+        print(asyncio.run(StreamEventTimeBot(settings, duration).run()))
+    except MarketDataError as exc:
+        print(f"bot: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def run_live(settings: BotSettings, duration: float | None, with_service: bool) -> int:

@@ -65,6 +65,12 @@ class TradingEngine:
             return
         self._exit_task = asyncio.get_running_loop().create_task(self.close_position(reason, trigger=f"tick {price}"))
 
+    async def settle(self) -> None:
+        """Wait for an exit that ``on_price`` fired (event-time runs fill it before the next tick)."""
+        task = self._exit_task
+        if task is not None and not task.done():
+            await task
+
     def set_stale(self, reason: str | None) -> None:
         if reason != self.stale_reason:
             self.journal.write("data_state", state="stale" if reason else "live", reason=reason or "")
