@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import re
 import sqlite3
@@ -39,6 +40,8 @@ sys.path.insert(0, str(ROOT))
 from bluefin_service.hub import Hub  # noqa: E402
 from bluefin_service.sources.replay import ReplaySource  # noqa: E402
 from bluefin_service.store import TickRow, open_store, row_event  # noqa: E402
+from bluefin_service.store.aggregate import aggregate  # noqa: E402
+from bluefin_service.store.history_candles import HistoryCandles  # noqa: E402
 from bluefin_service.store.recorder import Recorder  # noqa: E402
 
 PG_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -104,6 +107,58 @@ async def recorder_paced(url: str, rate: int, seconds: float) -> dict[str, float
     drained = time.perf_counter() - started
     await recorder.stop()
     return {"offered": rate, "seconds": offered_for, "backlog_at_end": backlog, "all_written_after": drained}
+
+
+def writer_paths(path: Path, count: int) -> dict[str, float]:
+    """The writer child's work (decode + insert), in-process, old vs new, same payloads, same run.
+
+    old: decode with the validating protocol union into ``TickRow``s, in a thread overlapped with the insert
+    (what writer.py did before); new: ``payload_tuples`` (lean struct, plain tuples), then the insert."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import msgspec
+
+    from bluefin_service.store import TickRow, payload_tuples, row_message
+    from bluefin_service.store.sqlite import SqliteStore
+    from marketdata.protocol import PriceUpdateMessage, TradeData, TradeMessage, encode
+
+    union = msgspec.json.Decoder(TradeMessage | PriceUpdateMessage)
+
+    def old_rows(payloads: list[bytes]) -> list[TickRow]:
+        rows = []
+        for payload in payloads:
+            msg = union.decode(payload)
+            data = msg.data
+            if type(data) is TradeData:
+                rows.append(TickRow(msg.symbol, msg.timestamp, msg.seq, "trade", data.price, data.size, data.side,
+                                    data.trade_id))  # fmt: skip
+            else:
+                rows.append(TickRow(msg.symbol, msg.timestamp, msg.seq, "price_update", data.price, data.volume,
+                                    None, None))  # fmt: skip
+        return rows
+
+    def old_chunks(payloads: list[bytes]):  # type: ignore[no-untyped-def]
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(old_rows, payloads[:20_000])
+            for offset in range(20_000, len(payloads) + 20_000, 20_000):
+                rows = pending.result()
+                if offset < len(payloads):
+                    pending = pool.submit(old_rows, payloads[offset : offset + 20_000])
+                yield rows
+
+    payloads = [encode(row_message(row)) for row in make_rows(count, time.time(), 1e-5)]
+    result = {}
+    for name in ("old", "new", "old", "new"):  # alternated: the machine's load drifts
+        store = SqliteStore(f"sqlite:///{path / f'{name}-{time.perf_counter_ns()}.db'}")
+        store._open_sync()
+        started = time.perf_counter()
+        for i in range(0, count, 50_000):
+            batch = payloads[i : i + 50_000]
+            store.write_sync(old_chunks(batch) if name == "old" else payload_tuples(batch)[0])  # type: ignore[arg-type]
+        rate = count / (time.perf_counter() - started)
+        result[name] = max(result.get(name, 0.0), rate)
+        store._writer.close()  # type: ignore[union-attr]
+    return result
 
 
 def naive_sqlite(path: Path, seconds: float) -> float:
@@ -207,6 +262,7 @@ async def history_query(cwd: Path, per_second: int, quick: bool) -> dict[str, fl
         rows = make_rows(min(200_000, total - i), now - 86_400 + i * step, step, ["ETH-PERP"])
         await store.write([row._replace(seq=row.seq + i) for row in rows])
     await store.close()
+    in_process = await history_in_process(f"sqlite:///{db}", now, quick)
     proc, port = start_service({"STORE_URL": f"sqlite:///{db}", "RECORD": "false", "DATA_DIR": str(cwd / "h")}, cwd)
     times = []
     try:
@@ -219,62 +275,123 @@ async def history_query(cwd: Path, per_second: int, quick: bool) -> dict[str, fl
     finally:
         proc.terminate()
         proc.wait(60)
-    return {"ticks": total, "candles": body["count"], "seconds_median": statistics.median(times), "best": min(times)}
+    return {
+        "ticks": total,
+        "candles": body["count"],
+        "seconds_median": statistics.median(times),
+        "best": min(times),
+        **in_process,
+    }
+
+
+async def history_in_process(url: str, now: float, quick: bool) -> dict[str, float]:
+    """24 h of 1 s candles from the store, without HTTP/JSON: the old numpy aggregation (``aggregate.py``) vs
+    the live candle engine fed tick by tick in seq order (``history_candles.py``, what /market_data runs)."""
+    store = open_store(url)
+    await store.open()
+    first = float(math.floor(now) - 86_399)
+    end = first + 86_400
+    prev = await store.last_before("ETH-PERP", first)
+    numpy_times, engine_times = [], []
+    for _ in range(1 if quick else 3):
+        started = time.perf_counter()
+        columns = await store.range_columns("ETH-PERP", first, end)
+        numpy_candles = aggregate(columns, 1, first, 86_400, prev.price if prev else None, now)
+        numpy_times.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        builder = HistoryCandles("ETH-PERP", 1, [1, 5, 15, 30, 45, 60], 0.25, first, 86_400, None)
+        async for page in store.iter_seq_pages("ETH-PERP", first, end):
+            builder.feed(page)
+        engine_candles = builder.finish(now)
+        engine_times.append(time.perf_counter() - started)
+    await store.close()
+    return {
+        "numpy_s": min(numpy_times),
+        "engine_s": min(engine_times),
+        "numpy_candles": len(numpy_candles),
+        "engine_candles": len(engine_candles),
+    }
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--reps", type=int, default=2, help="latency runs per setting (1 or 2), alternated")
+    parser.add_argument("--only", choices=["recorder", "latency", "history"], help="run one part")
+    parser.add_argument(
+        "--rates",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[20_000, 50_000, 70_000, 100_000],
+        help="offered ticks/s for the fan-out latency runs (comma-separated)",
+    )
     args = parser.parse_args()
     count = 200_000 if args.quick else 1_000_000
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
         sqlite_url = f"sqlite:///{cwd / 'rec.db'}"
-        print("1. recorder into SQLite (hub publish -> buffer -> decode -> batched insert)")
-        rec = await recorder_max(sqlite_url, count)
-        naive = naive_sqlite(cwd / "naive.db", 2.0)
-        print(f"   recorder: {rec['rate']:>10,.0f} ticks/s ({rec['ticks']:,} ticks in {rec['seconds']:.2f}s)")
-        print(f"   naive one-insert-per-tick: {naive:>10,.0f} ticks/s  -> recorder is {rec['rate'] / naive:.0f}x")
-        paced = await recorder_paced(f"sqlite:///{cwd / 'paced.db'}", 100_000, 3.0 if args.quick else 5.0)
-        print(f"   paced 100,000 ticks/s for {paced['seconds']:.1f}s: backlog at end {paced['backlog_at_end']:,}, "
-              f"all written {paced['all_written_after'] - paced['seconds']:.2f}s after the last tick")  # fmt: skip
+        if args.only in (None, "recorder"):
+            print("1. recorder into SQLite (hub publish -> buffer -> decode -> batched insert)")
+            rec = await recorder_max(sqlite_url, count)
+            naive = naive_sqlite(cwd / "naive.db", 2.0)
+            print(f"   recorder: {rec['rate']:>10,.0f} ticks/s ({rec['ticks']:,} ticks in {rec['seconds']:.2f}s)")
+            print(f"   naive one-insert-per-tick: {naive:>10,.0f} ticks/s  -> recorder is {rec['rate'] / naive:.0f}x")
+            paths = writer_paths(cwd, count // 2)
+            print(f"   writer's decode + insert alone: {paths['new']:>10,.0f} ticks/s (lean decode to tuples, then "
+                  f"insert) vs {paths['old']:,.0f} before (validating decode to TickRow in an overlapped thread) "
+                  f"-> {paths['new'] / paths['old']:.2f}x")  # fmt: skip
+            paced = await recorder_paced(f"sqlite:///{cwd / 'paced.db'}", 100_000, 3.0 if args.quick else 5.0)
+            print(f"   paced 100,000 ticks/s for {paced['seconds']:.1f}s: backlog at end {paced['backlog_at_end']:,}, "
+                  f"all written {paced['all_written_after'] - paced['seconds']:.2f}s after the last tick")  # fmt: skip
 
-        print("2. recorder into PostgreSQL (COPY)")
-        schema = f"bench_{os.getpid()}"
-        try:
-            pg = await recorder_max(f"{PG_URL}?schema={schema}", count // 2)
-            pg_naive = await naive_postgres(schema, 2.0)
-            print(f"   recorder: {pg['rate']:>10,.0f} ticks/s ({pg['ticks']:,} ticks in {pg['seconds']:.2f}s)")
-            print(
-                f"   naive one-insert-per-tick: {pg_naive:>10,.0f} ticks/s -> recorder is {pg['rate'] / pg_naive:.0f}x"
-            )
-        except (OSError, asyncpg.PostgresError) as exc:
-            print(f"   skipped: PostgreSQL not reachable at {PG_URL}: {exc}")
-        finally:
+            print("2. recorder into PostgreSQL (COPY)")
+            schema = f"bench_{os.getpid()}"
             try:
-                conn = await asyncpg.connect(PG_URL)
-                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-                await conn.close()
-            except (OSError, asyncpg.PostgresError):
-                pass
+                pg = await recorder_max(f"{PG_URL}?schema={schema}", count // 2)
+                pg_naive = await naive_postgres(schema, 2.0)
+                print(f"   recorder: {pg['rate']:>10,.0f} ticks/s ({pg['ticks']:,} ticks in {pg['seconds']:.2f}s)")
+                print(
+                    f"   naive one-insert-per-tick: {pg_naive:>10,.0f} ticks/s "
+                    f"-> recorder is {pg['rate'] / pg_naive:.0f}x"
+                )
+            except (OSError, asyncpg.PostgresError) as exc:
+                print(f"   skipped: PostgreSQL not reachable at {PG_URL}: {exc}")
+            finally:
+                try:
+                    conn = await asyncpg.connect(PG_URL)
+                    await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+                    await conn.close()
+                except (OSError, asyncpg.PostgresError):
+                    pass
 
-        seconds = 3.0 if args.quick else 6.0
-        for rate in (20_000, 100_000):
-            print(f"3. fan-out latency, service offered {rate:,} ticks/s over 10 symbols, one client on one symbol")
-            off = await latency(False, cwd, seconds, rate)
-            on = await latency(True, cwd, seconds, rate)
-            for name, run in (("RECORD=false", off), ("RECORD=true ", on)):
-                print(f"   {name}: p50 {run['p50_ms']:.2f} ms, p99 {run['p99_ms']:.2f} ms, "
-                      f"~{run['published_per_s']:,.0f} published/s, recorded {run['recorded']:,}")  # fmt: skip
-            print(f"   p99 ratio on/off: {on['p99_ms'] / off['p99_ms']:.2f} (target <= 1.10)")
+        if args.only in (None, "latency"):
+            seconds = 3.0 if args.quick else 6.0
+            for rate in args.rates:
+                print(f"3. fan-out latency, service offered {rate:,} ticks/s over 10 symbols, one client on one symbol")
+                runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+                for record in [False, True, True, False][: 4 if args.reps > 1 else 2]:  # alternate: load drifts
+                    runs[record].append(await latency(record, cwd, seconds, rate))
+                for record, name in ((False, "RECORD=false"), (True, "RECORD=true ")):
+                    for run in runs[record]:
+                        print(f"   {name}: p50 {run['p50_ms']:.2f} ms, p99 {run['p99_ms']:.2f} ms, "
+                              f"~{run['published_per_s']:,.0f} published/s, recorded {run['recorded']:,}")  # fmt: skip
+                off_p99 = statistics.median(run["p99_ms"] for run in runs[False])
+                on_p99 = statistics.median(run["p99_ms"] for run in runs[True])
+                ratio = on_p99 / off_p99
+                print(f"   median p99 on/off: {on_p99:.2f} / {off_p99:.2f} ms = {ratio:.2f} (target <= 1.10)")
 
-        print("4. replay (speed 0, from SQLite into a Hub) and history")
-        rep = await replay_speed(sqlite_url, count)
-        print(f"   replay: {rep['rate']:>10,.0f} ticks/s ({rep['ticks']:,} ticks in {rep['seconds']:.2f}s)")
-        hist = await history_query(cwd, 1 if args.quick else 5, args.quick)
-        print(f"   GET /market_data?interval=1s&limit=86400 over 24 h ({hist['ticks']:,} ticks -> "
-              f"{hist['candles']:,} candles): median {hist['seconds_median']:.2f}s, "
-              f"best {hist['best']:.2f}s")  # fmt: skip
+        if args.only in (None, "history"):
+            print("4. replay (speed 0, from SQLite into a Hub) and history")
+            if args.only == "history":  # replay reads what part 1 recorded
+                await recorder_max(sqlite_url, count)
+            rep = await replay_speed(sqlite_url, count)
+            print(f"   replay: {rep['rate']:>10,.0f} ticks/s ({rep['ticks']:,} ticks in {rep['seconds']:.2f}s)")
+            hist = await history_query(cwd, 1 if args.quick else 5, args.quick)
+            print(f"   GET /market_data?interval=1s&limit=86400 over 24 h ({hist['ticks']:,} ticks -> "
+                  f"{hist['candles']:,} candles): median {hist['seconds_median']:.2f}s, "
+                  f"best {hist['best']:.2f}s")  # fmt: skip
+            print(f"   in-process, no HTTP: candle engine (what /market_data runs) {hist['engine_s']:.2f}s "
+                  f"({hist['engine_candles']:,} candles) vs the old numpy aggregation {hist['numpy_s']:.2f}s "
+                  f"({hist['numpy_candles']:,}) -> {hist['engine_s'] / hist['numpy_s']:.2f}x")  # fmt: skip
 
 
 if __name__ == "__main__":

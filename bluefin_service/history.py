@@ -4,6 +4,13 @@ Both read the store plus what the recorder holds but has not flushed yet, so an 
 last published tick. ``/trades`` returns ticks exactly as the WebSocket sent them (``type``, ``symbol``,
 ``timestamp``, ``data``, ``seq``), so a client repairs a gap with the same code that handles live messages.
 Bad parameters get a 400 ``{"error": {"code", "message"}}``; a store that cannot be read gets a 503.
+
+``/market_data`` candles come from the live candle engine (``marketdata.candles``) fed with the stored ticks in
+seq order (``store/history_candles.py``), so they equal, field by field, the final ``candle`` messages the
+WebSocket sent for the same ticks. Where they may differ, by construction: a tick the live engine got after
+its candle's watermark (the live candle's ``flags.late_ticks``) is inside the history candle; the ``gap`` and
+``reconnect`` flags (from the exchange feed's status, not stored) are not set; and a candle that began before
+the service (re)started holds every stored tick here, the live one only those after the start.
 """
 
 from __future__ import annotations
@@ -18,8 +25,18 @@ from typing import TYPE_CHECKING
 import msgspec
 from aiohttp import web
 
-from bluefin_service.store import PRICE_UPDATE, TRADE, TickQuery, TickRow, parse_timestamp, payload_rows, row_message
-from bluefin_service.store.aggregate import aggregate, parse_interval
+from bluefin_service.store import (
+    PRICE_UPDATE,
+    TRADE,
+    TickQuery,
+    TickRow,
+    parse_timestamp,
+    payload_rows,
+    row_message,
+    seq_row,
+)
+from bluefin_service.store.aggregate import parse_interval
+from bluefin_service.store.history_candles import HistoryCandles
 from marketdata.protocol import ProtocolError, normalize_symbol
 
 if TYPE_CHECKING:
@@ -187,14 +204,28 @@ async def _market_data(service: StreamingService, symbol: str, query: Mapping[st
             f"{limit} candles of {interval}s cover {ticks:,} ticks (at most {MAX_RANGE_TICKS:,}); "
             "ask for fewer candles, or use `bluefin-service export --what candles` for long ranges"
         )
-    columns = await store.range_columns(symbol, first_start, range_end)
-    pending = await _pending(service, symbol)
-    newest = columns.max_seq  # a batch being written may already be stored: take only what is newer
-    columns.add(row for row in pending if first_start <= row.ts < range_end and row.seq > newest)
     previous = await store.last_before(symbol, first_start)
-    candles = await asyncio.to_thread(
-        aggregate, columns, interval, first_start, limit, previous.price if previous else None, now
+    settings = service.settings
+    builder = HistoryCandles(
+        symbol,
+        interval,
+        settings.candle_intervals,
+        settings.candle_grace_seconds,
+        first_start,
+        limit,
+        previous.price if previous else None,
     )
+    async for page in store.iter_seq_pages(symbol, first_start, range_end):
+        await asyncio.to_thread(builder.feed, page)
+    newest = builder.max_seq  # a batch being written may already be stored: take only what is newer
+    pending = [
+        seq_row(row)
+        for row in await _pending(service, symbol)
+        if first_start <= row.ts < range_end and row.seq > newest
+    ]
+    pending.sort(key=lambda row: row[1])
+    builder.feed(pending)
+    candles = await asyncio.to_thread(builder.finish, now)
     if not candles and symbol not in service.hub.channels and symbol not in await store.symbols():
         return _error(404, "unknown_symbol", f"no data recorded for {symbol}")
     return _json({"symbol": symbol, "interval": interval, "count": len(candles), "candles": candles})

@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import pytest
 from conftest import RunningService, service_env
-from svc_helpers import collect_market, connect, http, wait_for_status
+from svc_helpers import collect_market, connect, http, recv_until, wait_for_status
 
 FAST = {"STREAM_INTERVAL_SECONDS": "0.01", "TRADE_FREQUENCY": "0.02", "FLUSH_INTERVAL_SECONDS": "0.2"}
 
@@ -68,6 +68,39 @@ async def test_candles_match_the_ticks_they_come_from(service: RunningService) -
         assert candle["end"] - candle["start"] == 1
     code, body, _ = await http("GET", f"{service.http_url}/market_data/ETH-PERP?interval=15s")
     assert code == 200 and all(c["start"] % 15 == 0 for c in body["candles"])
+
+
+async def test_history_candles_equal_the_live_candle_stream(service: RunningService) -> None:
+    """The same recorded ticks through the same engine: /market_data's final candles are the `candle` messages
+    a ?candles=1 client received, field by field (a live candle that counted late ticks is the documented
+    exception: the history one includes them)."""
+    live: dict[tuple[int, float], dict[str, Any]] = {}
+    async with connect(f"{service.ws_url}/ws/ETH-PERP?candles=1,5") as ws:
+
+        def enough(message: dict[str, Any]) -> bool:
+            data = message.get("data", {})
+            if message["type"] == "candle" and data["final"]:
+                live[data["interval"], data["start"]] = data
+            return sum(1 for interval, _ in live if interval == 5) >= 2
+
+        await recv_until(ws, enough, timeout=30)
+    newest = max(data["end"] for data in live.values())
+    await wait_for_status(service, lambda s: (s["recorder"]["last_flush"] or 0) > newest + 0.3)
+    compared = 0
+    for interval in (1, 5):
+        starts = [start for i, start in live if i == interval]
+        limit = math.ceil((newest - min(starts)) / interval) + 1
+        path = f"/market_data/ETH-PERP?interval={interval}s&limit={limit}&end={newest - 0.001!r}"
+        code, body, _ = await http("GET", service.http_url + path)
+        assert code == 200
+        history = {candle["start"]: candle for candle in body["candles"] if candle["final"]}
+        for start in starts:
+            expected = live[interval, start]
+            if expected.get("flags", {}).get("late_ticks"):
+                continue
+            assert history[start] == expected, (interval, start)
+            compared += 1
+    assert compared >= 5
 
 
 BAD = [

@@ -42,6 +42,16 @@ class TickRow(NamedTuple):
     trade_id: str | None
 
 
+# (ts, seq, is_trade, price, size, is_buy, trade_id): a row as the candle engine reads it, without its symbol
+SeqRow = tuple[float, int, int, float, float, int | None, str | None]
+
+
+def seq_row(row: TickRow) -> SeqRow:
+    side = row.side
+    return (row.ts, row.seq, row.kind == TRADE, row.price, row.size, None if side is None else side == "buy",
+            row.trade_id)  # fmt: skip
+
+
 class StoreError(MarketDataError):
     """The store cannot be opened, written or read (the message says which and why)."""
 
@@ -118,10 +128,24 @@ class Store(abc.ABC):
             columns.add(page)
         return columns
 
+    async def iter_seq_pages(
+        self, symbol: str, start: float | None, end: float | None, page: int = 50_000
+    ) -> AsyncIterator[list[SeqRow]]:
+        """Pages of ``SeqRow`` in seq order (the order the hub published them), for building candles with the
+        live engine. This default sorts each (ts, seq) page by seq."""
+        async for rows in self.iter_range(symbol, start, end, page):
+            batch = [seq_row(r) for r in rows]
+            batch.sort(key=_seq_of)
+            yield batch
+
     @abc.abstractmethod
     async def _page(
         self, symbol: str, start: float | None, end: float | None, cursor: tuple[float, int] | None, limit: int
     ) -> list[TickRow]: ...
+
+
+def _seq_of(row: tuple[object, ...]) -> int:
+    return row[1]  # type: ignore[return-value]
 
 
 def default_store_url(data_dir: Path) -> str:
@@ -155,14 +179,38 @@ def redact(url: str) -> str:
 # Wire payload <-> row
 # ---------------------------------------------------------------------------------------------------------
 TICK_PREFIXES = (b'{"type":"trade"', b'{"type":"price_update"')
-_tick_decoder = msgspec.json.Decoder(TradeMessage | PriceUpdateMessage)
 
 
-def payload_rows(payloads: Iterable[bytes]) -> tuple[list[TickRow], int]:
-    """Turn wire payloads into rows, skipping what is not a tick (candles, ...). Returns (rows, undecodable)."""
-    rows: list[TickRow] = []
+class _WireData(msgspec.Struct):
+    price: float
+    size: float = 0.0
+    volume: float = 0.0
+    side: str | None = None
+    trade_id: str | None = None
+
+
+class _WireTick(msgspec.Struct):
+    """Only the fields a row needs: about 30% cheaper to decode than the validating protocol union, and the
+    recorder only ever sees payloads our own encoder produced."""
+
+    type: str
+    symbol: str
+    timestamp: float
+    data: _WireData
+    seq: int = 0
+
+
+_tick_decoder = msgspec.json.Decoder(_WireTick)
+
+
+def payload_tuples(payloads: Iterable[bytes]) -> tuple[list[tuple[object, ...]], int]:
+    """Wire payloads -> plain row tuples in ``COLUMNS`` order (what ``executemany``/``COPY`` take), skipping
+    what is not a tick (candles, ...). Returns (rows, undecodable). Plain tuples, not ``TickRow``: building a
+    named tuple costs more than decoding the payload."""
+    rows: list[tuple[object, ...]] = []
     bad = 0
     decode = _tick_decoder.decode
+    append = rows.append
     for payload in payloads:
         if not payload.startswith(TICK_PREFIXES):
             continue
@@ -172,13 +220,18 @@ def payload_rows(payloads: Iterable[bytes]) -> tuple[list[TickRow], int]:
             bad += 1
             continue
         data = msg.data
-        if type(data) is TradeData:
-            rows.append(
-                TickRow(msg.symbol, msg.timestamp, msg.seq, TRADE, data.price, data.size, data.side, data.trade_id)
-            )
+        if msg.type == TRADE:
+            append((msg.symbol, msg.timestamp, msg.seq, TRADE, data.price, data.size, data.side, data.trade_id))
         else:
-            rows.append(TickRow(msg.symbol, msg.timestamp, msg.seq, PRICE_UPDATE, data.price, data.volume, None, None))
+            append((msg.symbol, msg.timestamp, msg.seq, PRICE_UPDATE, data.price, data.volume, None, None))
     return rows, bad
+
+
+def payload_rows(payloads: Iterable[bytes]) -> tuple[list[TickRow], int]:
+    """``payload_tuples`` as ``TickRow``s (for code that reads rows by field name)."""
+    rows, bad = payload_tuples(payloads)
+    make = TickRow._make
+    return [make(row) for row in rows], bad
 
 
 def row_event(row: TickRow) -> MarketEvent:

@@ -1,10 +1,11 @@
 """The recorder: a hub listener that batches every published tick into the store.
 
 The listener only appends ``(symbol, seq, payload)`` to a bounded deque, so recording never blocks or slows
-the fan-out. A flusher task takes a batch every ``flush_interval``, decodes it in a worker thread and writes
-it in one transaction. When the store fails the batch is kept and retried with capped, jittered backoff while
-new messages keep buffering; once the buffer is full the oldest messages are dropped, counted, logged and
-shown in ``/streaming/status``. Memory is bounded by ``max_buffered + max_batch`` messages.
+the fan-out. A flusher task takes a batch every ``flush_interval`` and hands it to the writer process
+(``writer.py``), which decodes it and writes it in one transaction. When the store fails the batch is kept
+and retried with capped, jittered backoff while new messages keep buffering; once the buffer is full the oldest
+messages are dropped, counted, logged and shown in ``/streaming/status``. Memory is bounded by
+``max_buffered + max_batch`` messages.
 """
 
 from __future__ import annotations

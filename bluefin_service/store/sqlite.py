@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
-from bluefin_service.store import SCHEMA_VERSION, Store, StoreError, TickQuery, TickRow
+from bluefin_service.store import SCHEMA_VERSION, SeqRow, Store, StoreError, TickQuery, TickRow
 from bluefin_service.store.aggregate import TickColumns
 
 _SCHEMA = """
@@ -184,6 +184,25 @@ class SqliteStore(Store):
             return columns
 
         return await asyncio.to_thread(run)
+
+    async def iter_seq_pages(
+        self, symbol: str, start: float | None, end: float | None, page: int = 50_000
+    ) -> AsyncIterator[list[SeqRow]]:
+        """The range in seq order: SQLite finds it by the (symbol, ts) key and sorts by seq (spilling to a temp
+        file if large), and the rows come out a page at a time, so memory stays bounded."""
+        where, params = _where(symbol, start, end)
+        # 0/1 instead of the kind and side strings: small ints are shared objects, strings are built per row
+        sql = (
+            "SELECT ts, seq, kind = 'trade', price, size, side = 'buy', trade_id "
+            f"FROM ticks WHERE {where} ORDER BY seq, ts"
+        )
+        conn = self._connect()  # its own connection: the cursor stays open across awaits and threads
+        try:
+            cursor = await asyncio.to_thread(conn.execute, sql, params)
+            while rows := await asyncio.to_thread(cursor.fetchmany, page):
+                yield rows
+        finally:
+            conn.close()
 
     async def last_before(self, symbol: str, ts: float) -> TickRow | None:
         sql = f"{_SELECT} WHERE symbol = ? AND ts < ? ORDER BY ts DESC, seq DESC LIMIT 1"
