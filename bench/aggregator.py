@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -203,6 +204,10 @@ def memory_24h() -> tuple[int, int]:
     return used, len(engine.history(SYMBOL, 1)["start"])
 
 
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trades", type=int, default=1_000_000)
@@ -211,6 +216,7 @@ def main() -> None:
     args = parser.parse_args()
     trades = make_trades(args.trades)
     print(f"{args.trades:,} trades over {trades['ts'][-1] - trades['ts'][0]:.0f} s, intervals {INTERVALS}")
+    print(f"load average at start: {_load()} (2 cores shared: figures move with it)")
 
     guide, naut = per_tick_interleaved(trades, args.runs)
     baseline = best_of(args.runs, lambda: slots_baseline(trades))
@@ -219,6 +225,7 @@ def main() -> None:
     resample = best_of(args.runs, lambda: pandas_resample(trades))
 
     no_ids = best_of(args.runs, lambda: guide_per_tick(trades, with_ids=False))
+    print(f"load average after the per-tick runs: {_load()}")
     rows = [("guide API per tick (Tick built + add_tick)", guide)]
     rows += [("guide API per tick, trades without trade_id (no dedupe)", no_ids)]
     rows += [("batch, one call of all trades", batch_all), ("batch, chunks of 10,000", batch_10k)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 INF = math.inf
 BUY = 1
@@ -22,6 +23,7 @@ class Acc:
         "end",
         "first_ts",
         "high",
+        "ids",
         "last_ts",
         "low",
         "notional",
@@ -39,6 +41,7 @@ class Acc:
         self.open = self.close = self.high = self.low = price
         self.volume = self.notional = self.buy = 0.0  # sell volume is volume - buy
         self.count = 0
+        self.ids: dict[Any, None] | None = None  # an open base bucket's trade ids (SymbolState.ids[start])
 
     def add(self, ts: float, price: float, size: float, side: int) -> None:
         if ts < self.first_ts:

@@ -42,7 +42,7 @@ def add_trades_batch(
         raise InvalidTick(f"batch for {symbol!r} rejected: non-finite time, price <= 0 or size < 0 (nothing applied)")
     st = engine._symbol_state(symbol)
     if trade_ids is not None:
-        keep = _dedupe(engine, st, trade_ids, n)
+        keep = _dedupe(engine, st, trade_ids, _bucket_starts(ts, engine.base), n)
         if not keep.all():
             ts, price, size, buy = ts[keep], price[keep], size[keep], buy[keep]
             n = ts.shape[0]
@@ -51,7 +51,7 @@ def add_trades_batch(
             order = np.argsort(ts, kind="stable")
             ts, price, size, buy = ts[order], price[order], size[order], buy[order]
         g = engine.base
-        starts = np.floor(ts) if g == 1 else ts - np.mod(ts, g)
+        starts = _bucket_starts(ts, g)
         late = starts < st.base_next
         if late.any():
             late_rows = zip(
@@ -62,7 +62,7 @@ def add_trades_batch(
             on_time = ~late
             ts, price, size, buy, starts = ts[on_time], price[on_time], size[on_time], buy[on_time], starts[on_time]
         if ts.shape[0]:
-            _merge_buckets(st, g, ts, price, size, buy, starts)
+            _merge_buckets(st, g, ts, price, size, buy, starts, trade_ids is not None)
     if now is None and n:
         now = float(ts[-1])  # event time: the newest trade of the batch
     if now is not None:
@@ -71,25 +71,31 @@ def add_trades_batch(
     return n
 
 
-def _dedupe(engine: CandleEngine, st: Any, trade_ids: Any, n: int) -> np.ndarray:
+def _bucket_starts(ts: np.ndarray, base: int) -> np.ndarray:
+    return np.floor(ts) if base == 1 else ts - np.mod(ts, base)
+
+
+def _dedupe(engine: CandleEngine, st: Any, trade_ids: Any, starts: np.ndarray, n: int) -> np.ndarray:
     ids = list(trade_ids)
     if len(ids) != n:
         raise InvalidTick("trade_ids must have one id per trade")
     keep = np.ones(n, dtype=np.bool_)
-    limit = 2 * engine.dedupe_size
-    for i, tid in enumerate(ids):
-        if tid in st.seen:
-            st.duplicates += 1
+    remember, limit = st.remember, engine.dedupe_size
+    for i, (tid, start) in enumerate(zip(ids, starts.tolist(), strict=True)):
+        if not remember(tid, start, limit):
             keep[i] = False
-            continue
-        st.seen[tid] = None
-        if len(st.seen) >= limit:
-            st.forget_old_ids(engine.dedupe_size)
     return keep
 
 
 def _merge_buckets(
-    st: Any, g: int, ts: np.ndarray, price: np.ndarray, size: np.ndarray, buy: np.ndarray, starts: np.ndarray
+    st: Any,
+    g: int,
+    ts: np.ndarray,
+    price: np.ndarray,
+    size: np.ndarray,
+    buy: np.ndarray,
+    starts: np.ndarray,
+    with_ids: bool,
 ) -> None:
     n = ts.shape[0]
     cut = np.flatnonzero(starts[1:] != starts[:-1]) + 1
@@ -117,8 +123,12 @@ def _merge_buckets(
         acc.volume, acc.notional, acc.buy, acc.count = vol, notional, buy_vol, count
         existing = open_base.get(start)
         if existing is None:
+            if with_ids:  # the ids _dedupe remembered for this bucket (else the hot path adds them when needed)
+                acc.ids = st.bucket_ids(start)
             open_base[start] = acc
             if st.cur is NO_BUCKET or start > st.cur.start:
                 st.cur = acc
         else:
+            if with_ids and existing.ids is None:
+                existing.ids = st.bucket_ids(start)
             existing.merge(acc)

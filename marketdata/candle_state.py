@@ -37,8 +37,8 @@ class SeriesState:
 class SymbolState:
     """One symbol: its open base buckets, its series and its trade-id memory."""
 
-    __slots__ = ("base_next", "cur", "duplicates", "late_ticks", "late_unplaced", "name", "open_base", "seen")
-    __slots__ += ("series",)
+    __slots__ = ("base_next", "cur", "duplicates", "final_ids", "ids", "late_ticks", "late_unplaced", "name")
+    __slots__ += ("open_base", "series")
 
     def __init__(self, name: str, series: list[SeriesState], base_next: float) -> None:
         self.name = name
@@ -46,12 +46,53 @@ class SymbolState:
         self.open_base: dict[float, Acc] = {}
         self.cur: Acc = NO_BUCKET  # the newest open base bucket: the hot path's only stop
         self.base_next = base_next  # base buckets starting before this are final
-        # trade ids in arrival order; forget_old_ids keeps the newest ones when it grows past its limit
-        self.seen: dict[Any, None] = {}
+        # Trade ids per base bucket (start -> ids): a re-delivered trade has the same timestamp, so it is looked
+        # up in its own bucket's small dict (which stays in cache) rather than in one dict of every recent id.
+        # An open bucket's dict is also its Acc's ``ids`` (the hot path); final buckets keep theirs until
+        # ``forget_ids`` drops the oldest, keeping at least the newest ``dedupe_size`` final ids.
+        self.ids: dict[float, dict[Any, None]] = {}
+        self.final_ids = 0  # how many ids the final buckets in ``ids`` hold
         self.duplicates = 0
         self.late_ticks = 0
         self.late_unplaced = 0
 
-    def forget_old_ids(self, keep: int) -> None:
-        """Keep the newest ``keep`` trade ids (called when ``seen`` reaches twice that: amortized O(1))."""
-        self.seen = dict.fromkeys(list(self.seen)[-keep:])
+    def bucket_ids(self, start: float) -> dict[Any, None]:
+        ids = self.ids.get(start)
+        if ids is None:
+            ids = self.ids[start] = {}
+        return ids
+
+    def remember(self, trade_id: Any, start: float, keep: int) -> bool:
+        """False (and counted) if ``trade_id`` is remembered in the base bucket ``start``; else remember it."""
+        ids = self.bucket_ids(start)
+        if trade_id in ids:
+            self.duplicates += 1
+            return False
+        ids[trade_id] = None
+        if start < self.base_next:
+            self.final_ids += 1
+        elif len(ids) >= 2 * keep:
+            trim_ids(ids, keep)
+        return True
+
+    def forget_ids(self, keep: int) -> None:
+        """Drop the oldest final buckets' ids while at least ``keep`` final ids would remain."""
+        ids_of = self.ids
+        while self.final_ids > keep and ids_of:
+            start = next(iter(ids_of))  # registration order: time order but for late ticks
+            if start >= self.base_next:
+                break
+            n = len(ids_of[start])
+            if self.final_ids - n < keep:
+                break
+            del ids_of[start]
+            self.final_ids -= n
+
+    def remembered_ids(self) -> int:
+        return sum(map(len, self.ids.values()))
+
+
+def trim_ids(ids: dict[Any, None], keep: int) -> None:
+    """Keep the newest ``keep`` ids of one bucket, in place (its Acc holds the same dict)."""
+    for trade_id in list(ids)[:-keep]:
+        del ids[trade_id]

@@ -11,7 +11,9 @@
   candle is recomputed and emitted again with ``revision`` 1, 2, ...
 - An interval with no tick becomes a flat candle at the previous close with zero volume (``fill_empty``).
 - Volume, vwap, trade count and buy/sell volume come from trades only; trades are de-duplicated by ``trade_id``
-  (per symbol, at least the newest ``dedupe_size`` ids are remembered, at most twice that).
+  within their base bucket (a re-delivered trade carries its original timestamp): per symbol, the ids of every
+  open bucket and of the newest final buckets holding at least ``dedupe_size`` ids are remembered (an open
+  bucket keeps at most its newest ``2 * dedupe_size``).
 - Every ``now`` argument is the clock's time; ``None`` means event time: the tick's own timestamp (or a batch's
   newest) moves the watermark, as in a replay or backtest.
 
@@ -29,7 +31,7 @@ from typing import Any
 from marketdata import candle_batch
 from marketdata.candle_acc import BUY, PRICE_ONLY, SELL, Acc, bucket_values, flat_values
 from marketdata.candle_history import FILLED, GAP, RECONNECT, REVISED
-from marketdata.candle_state import NO_BUCKET, SeriesState, SymbolState
+from marketdata.candle_state import NO_BUCKET, SeriesState, SymbolState, trim_ids
 from marketdata.candle_types import (
     Candle,
     FloatTick,
@@ -81,7 +83,7 @@ class CandleEngine:
         self.dedupe_size = dedupe_size
         self.watermark = -INF  # every bucket ending at or before this is final
         self.deadline = -INF  # the `now` at which the watermark next moves
-        self._seen_limit = 2 * dedupe_size
+        self._bucket_id_limit = 2 * dedupe_size
         self.handler = handler
         self.output: deque[Candle] = deque(maxlen=max_output)  # without a handler, oldest dropped when full
         self.output_dropped = 0
@@ -101,16 +103,6 @@ class CandleEngine:
             st = self._symbols[symbol]
         except KeyError:
             st = self._new_symbol(symbol)
-        if is_trade:
-            trade_id = tick.trade_id
-            if trade_id is not None:
-                seen = st.seen
-                if trade_id in seen:
-                    st.duplicates += 1
-                    return False
-                seen[trade_id] = None
-                if len(seen) >= self._seen_limit:
-                    st.forget_old_ids(self.dedupe_size)
         if now is None:
             now = ts
         if now >= self.deadline:
@@ -120,9 +112,19 @@ class CandleEngine:
         if ts < b.start or ts >= b.end:
             b = self._base_bucket(st, ts, price)
             if b is None:
-                side = (BUY if tick.side == "buy" else SELL) if is_trade else PRICE_ONLY
-                self._late_tick(st, ts, price, tick.volume_float if is_trade else 0.0, side)
-                return True
+                return self._add_late(st, tick, ts, price, is_trade)
+        if is_trade:
+            trade_id = tick.trade_id
+            if trade_id is not None:  # SymbolState.remember, inlined: the bucket's own ids
+                ids = b.ids
+                if ids is None:  # a bucket the batch path opened without ids
+                    ids = b.ids = st.bucket_ids(b.start)
+                if trade_id in ids:
+                    st.duplicates += 1
+                    return False
+                ids[trade_id] = None
+                if len(ids) >= self._bucket_id_limit:
+                    trim_ids(ids, self.dedupe_size)
         if ts < b.first_ts:
             b.first_ts = ts
             b.open = price
@@ -176,6 +178,16 @@ class CandleEngine:
         """Add many trades of one symbol as numpy columns (see candle_batch.py); returns how many were new."""
         return candle_batch.add_trades_batch(self, symbol, timestamps, prices, sizes, is_buy, trade_ids, now)
 
+    def _add_late(self, st: SymbolState, tick: FloatTick, ts: float, price: float, is_trade: bool) -> bool:
+        if is_trade:
+            trade_id = tick.trade_id
+            if trade_id is not None and not st.remember(trade_id, ts - ts % self.base, self.dedupe_size):
+                return False
+            self._late_tick(st, ts, price, tick.volume_float, BUY if tick.side == "buy" else SELL)
+        else:
+            self._late_tick(st, ts, price, 0.0, PRICE_ONLY)
+        return True
+
     def _new_symbol(self, symbol: str) -> SymbolState:
         w = self.watermark
         series = [SeriesState(i, self.history_limit, w - w % i if w > -INF else -INF) for i in self.intervals]
@@ -189,6 +201,7 @@ class CandleEngine:
         acc = st.open_base.get(start)
         if acc is None:
             acc = st.open_base[start] = Acc(start, start + self.base, price)
+            acc.ids = st.bucket_ids(start)
             if st.cur is NO_BUCKET or start > st.cur.start:
                 st.cur = acc
         return acc
@@ -279,13 +292,21 @@ class CandleEngine:
             if due:
                 for acc in due:
                     del st.open_base[acc.start]
+                    ids = st.ids.get(acc.start)  # acc.ids, or what the batch path remembered for it
+                    if ids:
+                        st.final_ids += len(ids)
+                    elif ids is not None:  # no trade ids: nothing to remember for it
+                        del st.ids[acc.start]
                     for ser in st.series:
                         ser.fold(acc)
                 if len(due) > 64:  # a dict never shrinks by deleting: copy it after a big batch
                     st.open_base = dict(st.open_base)
+                    st.ids = dict(st.ids)
                 st.cur = max(st.open_base.values(), key=_start) if st.open_base else NO_BUCKET
         if upto > st.base_next:
             st.base_next = upto
+        if st.final_ids > self.dedupe_size:
+            st.forget_ids(self.dedupe_size)
 
     def _close_series(self, st: SymbolState, ser: SeriesState, upto: float) -> None:
         interval, partials, hist = ser.interval, ser.partials, ser.history

@@ -246,10 +246,30 @@ def test_duplicate_trade_ids_count_once_and_dedupe_memory_is_bounded() -> None:
     assert trade(engine, 0.2, 100.0, tid="a") is False
     for i, tid in enumerate("bcdef"):
         trade(engine, 0.3 + i / 10, 100.0, tid=tid)
-        assert len(engine._symbols[SYMBOL].seen) <= 6
+        assert engine._symbols[SYMBOL].remembered_ids() <= 6
     assert trade(engine, 0.8, 100.0, tid="e") is False
     assert trade(engine, 0.9, 100.0, tid="a") is True  # forgotten
     assert engine.stats(SYMBOL)["duplicates"] == 2
+
+
+def test_redelivered_trades_are_duplicates_while_open_late_or_batched_and_id_memory_stays_bounded() -> None:
+    engine = CandleEngine([1, 5], dedupe_size=4)
+    assert trade(engine, 0.1, 100.0, tid="a") is True
+    assert (
+        engine.add_trades_batch(SYMBOL, [T0 + 0.1, T0 + 0.2], [100.0, 101.0], [1.0, 1.0], [True, True], ["a", "b"]) == 1
+    )
+    assert trade(engine, 0.2, 101.0, tid="b") is False  # batched first, re-sent tick by tick
+    assert trade(engine, 3.0, 102.0, tid="c") is True  # bucket 0 is final now
+    assert engine.add_trade(SYMBOL, T0 + 0.1, 100.0, 1.0, True, "a", now=T0 + 3.1) is False  # late re-delivery
+    assert engine.add_trade(SYMBOL, T0 + 0.3, 99.0, 1.0, False, "z", now=T0 + 3.1) is True  # late, new
+    assert engine.stats(SYMBOL) == {"duplicates": 3, "late_ticks": 1, "late_unplaced": 0}
+    for i in range(200):  # 40 final buckets of 5 ids: only the newest ones (>= 4 ids) are kept
+        for k in range(5):
+            trade(engine, 4 + i + k / 10, 100.0, tid=f"{i}-{k}")
+        assert engine._symbols[SYMBOL].remembered_ids() <= 4 + 5 + 5
+    engine.advance(T0 + 300)
+    ones = engine.history(SYMBOL, 1)
+    assert int(ones["trade_count"][ones["start"] >= T0 + 4].sum()) == 1000  # all new: none dropped as duplicates
 
 
 def test_late_tick_is_counted_and_history_unchanged_without_revisions() -> None:

@@ -233,6 +233,45 @@ def test_tick_accepts_datetimes_decimals_and_strings() -> None:
     assert Tick(SYMBOL, at, 1.0).is_trade is False
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        (SYMBOL, T0, "abc"),
+        (SYMBOL, T0, -1.0),
+        (SYMBOL, T0, 0.0),
+        (SYMBOL, T0, math.inf),
+        (SYMBOL, math.nan, 1.0),
+        (SYMBOL, "soon", 1.0),
+        (SYMBOL, datetime(2024, 1, 1), 1.0),  # naive: ambiguous
+        (SYMBOL, T0, True),
+        (SYMBOL, T0, None),
+        (SYMBOL, T0, 1.0, -2.0, "buy"),
+        (SYMBOL, T0, 1.0, [1.0], "buy"),
+        (SYMBOL, T0, 1.0, 1.0, "long"),
+        (SYMBOL, T0, 1.0, 1.0, None, "id", True),  # a trade needs a side
+        (SYMBOL, T0, Decimal("NaN")),
+    ],
+)
+def test_garbage_ticks_are_rejected_when_built(args: tuple) -> None:
+    with pytest.raises(InvalidTick):
+        Tick(*args)
+
+
+def test_tick_keywords_and_float_views() -> None:
+    tick = Tick(symbol=SYMBOL, timestamp=T0, price=2500.1, volume=2, side="buy", trade_id=7)
+    assert (tick.price, tick.volume, tick.price_float, tick.volume_float, tick.trade_id) == (
+        Decimal("2500.1"),
+        Decimal("2.0"),
+        2500.1,
+        2.0,
+        7,
+    )
+    assert tick.is_trade is True and tick != Tick(SYMBOL, T0, 2500.1, 2.0, "buy", 7)  # identity, as before
+    assert "trade ETH-PERP" in repr(tick)
+    with pytest.raises(TypeError):
+        Tick(SYMBOL)  # type: ignore[call-arg]
+
+
 def test_bad_settings_and_unknown_intervals_are_config_errors() -> None:
     with pytest.raises(ConfigError):
         TickAggregator([])

@@ -16,93 +16,22 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 import numpy as np
 
-from bot.types import MarketData, to_decimal, utc_datetime
+from bot.types import MarketData, Tick, to_decimal, utc_datetime
 from marketdata.candles import Candle, CandleEngine, to_candle_data
 from marketdata.errors import InvalidTick
 from marketdata.protocol import CandleData, CandleFlags
 
 log = logging.getLogger("bot.data.realtime_market")
 
-_INF = math.inf
-_FLOAT = float
 _BUY = "buy"
 _SELL = "sell"
-_FLOAT_TYPES = (float, int)
-
-
-class Tick:
-    """A trade (``is_trade``; it has a ``side`` and usually a ``trade_id``) or a price update (no volume)."""
-
-    __slots__ = ("is_trade", "price_float", "side", "symbol", "timestamp", "trade_id", "volume_float")
-
-    def __init__(
-        self,
-        symbol: str,
-        timestamp: float | datetime,
-        price: float | Decimal | str,
-        volume: float | Decimal | str = 0.0,
-        side: str | None = None,
-        trade_id: str | None = None,
-        is_trade: bool | None = None,
-    ) -> None:
-        if is_trade is None:
-            is_trade = side is not None
-        self.symbol = symbol
-        self.timestamp: float = timestamp  # type: ignore[assignment]
-        self.price_float: float = price  # type: ignore[assignment]
-        self.volume_float: float = volume  # type: ignore[assignment]
-        self.side = side
-        self.trade_id = trade_id
-        self.is_trade = is_trade
-        # the hot path is finite floats and interned "buy"/"sell"; anything else is converted and checked once
-        if not (
-            price.__class__ is _FLOAT  # type: ignore[union-attr]
-            and volume.__class__ is _FLOAT  # type: ignore[union-attr]
-            and timestamp.__class__ is _FLOAT
-            and 0.0 < price < _INF
-            and 0.0 <= volume < _INF
-            and timestamp - timestamp == 0.0
-        ):
-            self._convert()
-        if is_trade and side is not _BUY and side is not _SELL:
-            self.side = _side(side)
-
-    def _convert(self) -> None:
-        ts, px, qty = _seconds(self.timestamp), _number(self.price_float, "price"), _number(self.volume_float, "volume")
-        if not (0.0 < px < _INF and 0.0 <= qty < _INF and ts - ts == 0.0):
-            shown = f"timestamp={self.timestamp!r} price={self.price_float!r} volume={self.volume_float!r}"
-            raise InvalidTick(f"bad tick for {self.symbol!r}: {shown}")
-        self.timestamp, self.price_float, self.volume_float = ts, px, qty
-
-    @property
-    def price(self) -> Decimal:
-        return to_decimal(self.price_float)
-
-    @property
-    def volume(self) -> Decimal:
-        return to_decimal(self.volume_float)
-
-    size = volume
-
-    @property
-    def datetime(self) -> datetime:
-        return utc_datetime(self.timestamp)
-
-    def __repr__(self) -> str:
-        kind = "trade" if self.is_trade else "price"
-        return (
-            f"Tick({kind} {self.symbol} @{self.timestamp} price={self.price_float} volume={self.volume_float}"
-            f" side={self.side} trade_id={self.trade_id})"
-        )
 
 
 class RealtimeCandle:
@@ -383,28 +312,3 @@ class TickAggregator:
         if not future.cancelled() and future.exception() is not None:
             self.callback_errors += 1
             log.error("async candle callback failed", exc_info=future.exception())
-
-
-def _side(side: Any) -> str:
-    if side == _BUY:
-        return _BUY
-    if side == _SELL:
-        return _SELL
-    raise InvalidTick(f"a trade's side must be 'buy' or 'sell', got {side!r}")
-
-
-def _seconds(timestamp: Any) -> float:
-    if isinstance(timestamp, datetime):
-        if timestamp.tzinfo is None:
-            raise InvalidTick(f"a naive datetime is ambiguous; give a timezone-aware one, got {timestamp!r}")
-        return timestamp.timestamp()
-    return _number(timestamp, "timestamp")
-
-
-def _number(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (*_FLOAT_TYPES, Decimal, str)):
-        raise InvalidTick(f"tick {name} must be a number, got {value!r}")
-    try:
-        return float(value)
-    except ValueError:
-        raise InvalidTick(f"tick {name} must be a number, got {value!r}") from None
