@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -204,3 +205,24 @@ def shared_service(tmp_path_factory: Any, *args: str, **env: str) -> Any:
     from conftest import RunningService, service_env
 
     return RunningService(service_env(**env), tmp_path_factory.mktemp("service"), list(args))
+
+
+@contextlib.asynccontextmanager
+async def background_reader(url: str) -> AsyncIterator[list[dict[str, Any]]]:
+    """A client reading ``url`` all along; yields the list its messages land in. Fails if its stream ended early."""
+    received: list[dict[str, Any]] = []
+    async with connect(url) as ws:
+
+        async def read() -> None:
+            async for frame in ws:
+                received.append(json.loads(frame))
+
+        task = asyncio.create_task(read())
+        try:
+            yield received
+            await asyncio.sleep(0.1)
+            assert not task.done(), "the reader's connection ended"
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from svc_helpers import (
     MARKET_TYPES,
     assert_contiguous,
+    background_reader,
     connect,
     http,
     recv_type,
@@ -49,22 +50,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 @contextlib.asynccontextmanager
 async def bystander(service: Any) -> AsyncIterator[list[dict[str, Any]]]:
     """Another client on the same service, reading all along; on exit its stream must be uninterrupted."""
-    received: list[dict[str, Any]] = []
-    async with connect(f"{service.ws_url}/ws/multi/ETH-PERP,BTC-PERP") as ws:
-
-        async def read() -> None:
-            async for frame in ws:
-                received.append(json.loads(frame))
-
-        task = asyncio.create_task(read())
-        try:
-            yield received
-            await asyncio.sleep(0.1)
-            assert not task.done(), "the bystander's connection ended"
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    async with background_reader(f"{service.ws_url}/ws/multi/ETH-PERP,BTC-PERP") as received:
+        yield received
     assert not [m for m in received if m["type"] in ("error", "gap")]
     assert len([m for m in received if m["type"] in MARKET_TYPES]) >= 5
     assert_contiguous([m for m in received if m["type"] in MARKET_TYPES])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,6 +14,7 @@ from svc_helpers import (
     Closed,
     RawWebSocket,
     assert_contiguous,
+    background_reader,
     connect,
     shared_service,
     status,
@@ -37,24 +38,9 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     running.stop()
 
 
-@contextlib.asynccontextmanager
-async def healthy_reader(service: Any) -> AsyncIterator[list[dict[str, Any]]]:
+def healthy_reader(service: Any) -> contextlib.AbstractAsyncContextManager[list[dict[str, Any]]]:
     """A client that keeps reading one symbol; yields the list its messages land in."""
-    received: list[dict[str, Any]] = []
-    async with connect(f"{service.ws_url}/ws/ETH-PERP") as ws:
-
-        async def read() -> None:
-            async for frame in ws:
-                received.append(json.loads(frame))
-
-        task = asyncio.create_task(read())
-        try:
-            yield received
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    assert not task.done() or task.cancelled(), "the healthy client's stream ended early"
+    return background_reader(f"{service.ws_url}/ws/ETH-PERP")
 
 
 def check_healthy(received: list[dict[str, Any]]) -> None:
