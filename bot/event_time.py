@@ -142,19 +142,7 @@ class EventTimeBot:
             return self.engine.stats.as_dict()
         self.finished = True
         engine = self.engine
-        pos = engine.positions.position
-        if pos is not None:
-            if self.settings.trading.close_on_exit and self._price() is not None:
-                await engine.close_position("end_of_data")
-            else:
-                self.journal.write(
-                    "position_left_open",
-                    symbol=pos.symbol,
-                    side=pos.side,
-                    size=pos.size,
-                    entry_price=pos.entry_price,
-                    unrealized_pnl=engine.positions.unrealized_pnl(),
-                )
+        await engine.close_or_report("end_of_data", self.settings.trading.close_on_exit and self._price() is not None)
         self._mark()
         summary = engine.stats.as_dict()
         self.journal.write("summary", **summary)

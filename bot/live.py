@@ -313,24 +313,12 @@ class LiveBot:
     async def _shutdown(self) -> None:
         engine = self.engine
         pos = engine.positions.position
-        if pos is not None:
-            if self.settings.trading.close_on_exit and self._live_price() is not None:
-                await engine.close_position("shutdown")
-            else:
-                self.journal.write(
-                    "position_left_open",
-                    symbol=pos.symbol,
-                    side=pos.side,
-                    size=pos.size,
-                    entry_price=pos.entry_price,
-                    stop_loss=pos.stop_loss,
-                    take_profit=pos.take_profit,
-                    unrealized_pnl=engine.positions.unrealized_pnl(),
-                )
-                self.display.event(
-                    f"OPEN POSITION left: {pos.side} {pos.size:g} {pos.symbol} @ {pos.entry_price:.4f} "
-                    f"(no live price to close it, or TRADING__CLOSE_ON_EXIT=false)"
-                )
+        can_close = self.settings.trading.close_on_exit and self._live_price() is not None
+        if await engine.close_or_report("shutdown", can_close) and pos is not None:
+            self.display.event(
+                f"OPEN POSITION left: {pos.side} {pos.size:g} {pos.symbol} @ {pos.entry_price:.4f} "
+                f"(no live price to close it, or TRADING__CLOSE_ON_EXIT=false)"
+            )
         self._refresh()  # the last status line shows the state before disconnecting
         self.display.close()
         if self.provider is not None:

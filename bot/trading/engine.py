@@ -142,6 +142,29 @@ class TradingEngine:
         async with self._busy:
             return await self._close_locked(reason, trigger)
 
+    async def close_or_report(self, reason: str, can_close: bool) -> bool:
+        """At the end (shutdown, end of data): close the open position, or journal it as left open.
+
+        Returns True if a position was left open.
+        """
+        pos = self.positions.position
+        if pos is None:
+            return False
+        if can_close:
+            await self.close_position(reason)
+            return False
+        self.journal.write(
+            "position_left_open",
+            symbol=pos.symbol,
+            side=pos.side,
+            size=pos.size,
+            entry_price=pos.entry_price,
+            stop_loss=pos.stop_loss,
+            take_profit=pos.take_profit,
+            unrealized_pnl=self.positions.unrealized_pnl(),
+        )
+        return True
+
     async def _close_locked(self, reason: str, trigger: str) -> ClosedTrade | None:
         pos = self.positions.position
         if pos is None:
