@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 from fake_exchanges.base import standard_script
-from test_client_repair import CuttableProxy, SeqLog, assert_complete, wait_until
+from test_client import SeqRecorder
+from test_client_repair import CuttableProxy, assert_complete, wait_until
 from test_sources import FAKES, _service_env, make_source
 from websockets.asyncio.server import ServerConnection, serve
 
@@ -34,7 +35,7 @@ async def test_books_equal_the_exchange_and_upstream_gaps_are_interruptions(star
     service = start_service(**_service_env("okx", await fake.start()))
     async with CuttableProxy(service.port) as proxy:
         client = BluefinServiceClient(proxy.url, heartbeat_interval=0.5)
-        log = SeqLog(client)
+        log = SeqRecorder(client)
         books: list[dict[str, Any]] = []
         interruptions: list[dict[str, Any]] = []
         client.subscribe_to_orderbook(books.append)
@@ -145,7 +146,7 @@ async def test_garbage_books_are_skipped_and_the_subscription_is_resent_on_recon
     async with serve(handler, "127.0.0.1", 0, compression=None) as server:
         url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
         client = BluefinServiceClient(url, heartbeat_interval=5)
-        log = SeqLog(client)
+        log = SeqRecorder(client)
         seen: list[dict[str, Any]] = []
         client.subscribe_to_orderbook(seen.append)
         await client.connect_websocket(["eth-perp"], orderbook=True, orderbook_depth=3, orderbook_rate=4)

@@ -7,13 +7,13 @@ import asyncio
 import contextlib
 import json
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from svc_helpers import http, wait_for_seq
+from test_client import SeqRecorder
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
@@ -88,21 +88,6 @@ class CuttableProxy:
         await asyncio.gather(pipe(reader, far_writer), pipe(far_reader, writer))
 
 
-class SeqLog:
-    """Every price/trade callback of a client, in delivery order."""
-
-    def __init__(self, client: BluefinServiceClient) -> None:
-        self.messages: list[dict[str, Any]] = []
-        client.subscribe_to_price_updates(self.messages.append)
-        client.subscribe_to_trades(self.messages.append)
-
-    def seqs(self) -> dict[str, list[int]]:
-        by_symbol: dict[str, list[int]] = defaultdict(list)
-        for message in self.messages:
-            by_symbol[message["symbol"]].append(message["seq"])
-        return by_symbol
-
-
 def assert_complete(seqs: list[int]) -> None:
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "a gap or a duplicate in the delivered seqs"
 
@@ -122,9 +107,9 @@ async def test_a_long_disconnect_ends_with_complete_seqs_and_exact_candles(start
     service = start_service(**SMALL_RING)
     async with CuttableProxy(service.port) as proxy:
         client = BluefinServiceClient(proxy.url, heartbeat_interval=0.5, repair_page_size=40)
-        log = SeqLog(client)
+        log = SeqRecorder(client)
         provider = RealtimeMarketDataProvider("ETH-PERP", [1], service_url=proxy.url)
-        provider_log = SeqLog(provider.client)
+        provider_log = SeqRecorder(provider.client)
         assert await client.connect_websocket(["ETH-PERP", "BTC-PERP"]) and await provider.connect()
         try:
             await wait_until(lambda: len(log.messages) >= 50 and provider.get_candle_history(1, 10), "a candle")
@@ -178,7 +163,7 @@ async def test_without_a_store_the_gap_is_reported_unrepaired_and_the_stream_goe
     service = start_service(RECORD="false", **SMALL_RING)
     async with CuttableProxy(service.port) as proxy:
         client = BluefinServiceClient(proxy.url, heartbeat_interval=0.5)
-        log = SeqLog(client)
+        log = SeqRecorder(client)
         gaps: list[dict[str, Any]] = []
         client.subscribe_to_gaps(gaps.append)
         assert await client.connect_websocket(["SOL-PERP"])
@@ -268,7 +253,7 @@ async def store_server() -> AsyncIterator[Callable[..., Any]]:
 
 async def run_client(server: StoreServer, want: int, **options: Any) -> tuple[list[int], dict[str, Any], list]:
     client = BluefinServiceClient(server.url, heartbeat_interval=5, **options)
-    log = SeqLog(client)
+    log = SeqRecorder(client)
     gaps: list[dict[str, Any]] = []
     client.subscribe_to_gaps(gaps.append)
     await client.connect_websocket(["ETH-PERP"])
