@@ -21,8 +21,11 @@ _LISTENING = re.compile(r"listening on http://[^:]+:(\d+)")
 class RunningService:
     """A ``python -m bluefin_service`` child process; ``port`` is the one it actually bound."""
 
-    def __init__(self, env: dict[str, str], cwd: Path, args: list[str], port: int = 0) -> None:
+    def __init__(
+        self, env: dict[str, str], cwd: Path, args: list[str], port: int = 0, process_group: int | None = None
+    ) -> None:
         self.env = env
+        self.process_group = process_group  # 0: a group of its own, as a shell job is (for group signals)
         self.cwd = cwd
         self.args = args
         self.port = port
@@ -41,8 +44,9 @@ class RunningService:
     def start(self, timeout: float = 15.0) -> None:
         cmd = [sys.executable, "-m", "bluefin_service", "--host", "127.0.0.1", "--port", str(self.port), *self.args]
         self.proc = subprocess.Popen(
-            cmd, cwd=self.cwd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+            cmd, cwd=self.cwd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            process_group=self.process_group,
+        )  # fmt: skip
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None
         while time.monotonic() < deadline:

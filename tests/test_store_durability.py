@@ -9,6 +9,7 @@ memory stays bounded (oldest dropped, counted), and once the store is back the b
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import RunningService, service_env
 from svc_helpers import assert_contiguous, collect_market, connect, status, wait_for_status
 
 SYMBOLS = "ETH-PERP,BTC-PERP,SUI-PERP,SOL-PERP"
@@ -44,6 +46,38 @@ def assert_no_holes(rows: dict[str, dict[int, tuple[Any, ...]]]) -> None:
     for symbol, by_seq in rows.items():
         seqs = sorted(by_seq)
         assert seqs == list(range(seqs[0], seqs[-1] + 1)), f"{symbol}: stored seqs have holes"
+
+
+# -- Ctrl-C -----------------------------------------------------------------------------------------------------
+def writer_children(pid: int) -> list[int]:
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(child) for child in (task / "children").read_text().split()]
+    return children
+
+
+async def test_ctrl_c_to_the_service_job_still_stores_every_buffered_tick(tmp_path: Path) -> None:
+    """A Ctrl-C reaches the whole foreground job; the writer child must outlive it to store the final flush.
+    It must also stay in the service's session: a session is a CPU group of its own under autogroup scheduling,
+    which would let the writer's batches take CPU from the fan-out regardless of its nice value."""
+    env = service_env(SYMBOLS=SYMBOLS, **{**FAST, "FLUSH_INTERVAL_SECONDS": "60"})  # only the final flush writes
+    service = RunningService(env, tmp_path, [], process_group=0)
+    try:
+        current = await wait_for_status(service, lambda s: s["recorder"]["buffered"] >= 300)
+        assert current["recorder"]["written"] == 0
+        assert service.proc is not None
+        pid = service.proc.pid
+        writers = writer_children(pid)
+        assert len(writers) == 1, f"expected one writer child, found {writers}"
+        assert os.getsid(writers[0]) == os.getsid(pid)
+        assert os.getpgid(writers[0]) != os.getpgid(pid)
+        os.killpg(pid, signal.SIGINT)
+        assert service.proc.wait(15) == 0
+    finally:
+        service.stop()
+    rows = stored(tmp_path / "data" / "ticks.db")
+    assert_no_holes(rows)
+    assert sum(len(by_seq) for by_seq in rows.values()) >= current["recorder"]["buffered"]
 
 
 # -- kill -9 ----------------------------------------------------------------------------------------------------
