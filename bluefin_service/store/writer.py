@@ -2,9 +2,10 @@
 
 Decoding and inserting 100,000 ticks/s is about half a core of Python; in a thread of the service it would
 take that from the fan-out under the GIL (measured: fan-out p99 25x worse at 100k ticks/s). In a child
-process it costs the service only the copy of each batch into a pipe, which runs on the event loop in chunks of
-``CHUNK_MESSAGES`` through a non-blocking pipe, yielding between chunks (from a worker thread instead, the join
-over a whole batch held the GIL, and the loop waited for it: p99 at 50k ticks/s 1.28 ms vs 0.61 ms).
+process it costs the service only the copy of each batch into a pipe, which runs on the event loop a chunk of
+payloads at a time (the recorder keeps them in chunks) through a non-blocking pipe, yielding between chunks
+(from a worker thread instead, the join over a whole batch held the GIL, and the loop waited for it: p99 at 50k
+ticks/s 1.28 ms vs 0.61 ms).
 
 The child stays in the service's session, niced. Under the kernel's autogroup scheduling every session is a CPU
 group of equal weight whatever its nice value, so a child in a session of its own got as much CPU as the whole
@@ -34,7 +35,6 @@ from bluefin_service.store.sqlite import SqliteStore
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("!I")
-CHUNK_MESSAGES = 1000  # ~140 KB: a chunk costs the loop ~50 us, the whole batch is sent in pieces
 REPLY_TIMEOUT = 120.0  # a batch is normally milliseconds; this only catches a hung database
 
 
@@ -72,8 +72,8 @@ class WriterProcess:
             self._proc, self._stdin, self._unread_replies = proc, write_end, 0
         return proc
 
-    async def write(self, payloads: list[bytes]) -> int:
-        """Store one batch (all or nothing); returns how many payloads could not be decoded."""
+    async def write(self, chunks: list[list[bytes]]) -> int:
+        """Store one batch, given as chunks of payloads (all or nothing); returns how many could not be decoded."""
         proc = await self._ensure()
         assert proc.stdout is not None and self._stdin is not None
         try:
@@ -83,7 +83,7 @@ class WriterProcess:
                 await asyncio.wait_for(proc.stdout.readline(), self.reply_timeout)
                 self._unread_replies -= 1
             self._unread_replies += 1
-            self._sending = asyncio.ensure_future(_send(self._stdin, payloads))
+            self._sending = asyncio.ensure_future(_send(self._stdin, chunks))
             await asyncio.wait_for(asyncio.shield(self._sending), self.reply_timeout)
             self._sending = None
             line = await asyncio.wait_for(proc.stdout.readline(), self.reply_timeout)
@@ -135,10 +135,10 @@ class WriterProcess:
         await self._release_pipe()
 
 
-async def _send(fd: int, payloads: list[bytes]) -> None:
-    """Write one batch as framed chunks, yielding to the loop after each chunk (and while the pipe is full)."""
-    for start in range(0, len(payloads), CHUNK_MESSAGES):
-        data = b"\n".join(payloads[start : start + CHUNK_MESSAGES])
+async def _send(fd: int, chunks: list[list[bytes]]) -> None:
+    """Write one batch a framed chunk at a time, yielding to the loop after each (and while the pipe is full)."""
+    for chunk in chunks:
+        data = b"\n".join(chunk)
         await _write_all(fd, _HEADER.pack(len(data)) + data)
         await asyncio.sleep(0)
     await _write_all(fd, _HEADER.pack(0))
