@@ -7,8 +7,10 @@
    takes them and the clock stops when the last one is committed (hub publish + buffer + decode + write).
    Then the same at a paced 100,000 ticks/s to check it keeps up (backlog at the end). SQLite and PostgreSQL.
 2. Naive baseline in the same run: one INSERT + commit per tick (SQLite autocommit; asyncpg ``execute``).
-3. Fan-out latency: the real service streaming 10 symbols x 10,000 ticks/s (100,000/s in total); one
-   WebSocket client on one symbol measures tick timestamp -> arrival; RECORD=false vs RECORD=true.
+3. Fan-out latency: the real service streaming 10 symbols at 20k-100k ticks/s in total; one plain-socket
+   WebSocket client on one symbol measures tick timestamp -> the kernel's receive timestamp (SO_TIMESTAMPNS), so
+   the measuring client's own CPU contention is not counted as fan-out latency (its own read time is printed too);
+   RECORD=false vs RECORD=true, with the CPU each process used.
 4. Replay speed (SOURCE=replay at speed 0, in-process into a Hub) and ``GET /market_data?interval=1s&limit=86400``
    over 24 h of recorded ticks.
 """
@@ -17,12 +19,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import math
 import os
 import re
+import socket
 import sqlite3
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -32,7 +37,6 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
-import websockets
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -44,6 +48,7 @@ from bluefin_service.store.aggregate import aggregate  # noqa: E402
 from bluefin_service.store.history_candles import HistoryCandles  # noqa: E402
 from bluefin_service.store.recorder import Recorder  # noqa: E402
 
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; the module lacks the name on 3.11
 PG_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 SYMBOLS = ["ETH-PERP", "BTC-PERP", "SUI-PERP", "SOL-PERP"]
 
@@ -205,37 +210,109 @@ def start_service(env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen[str]
     raise RuntimeError("service did not start")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_pids(pid: int) -> list[int]:
+    pids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        pids += [int(child) for child in (task / "children").read_text().split()]
+    return pids
+
+
 async def latency(record: bool, cwd: Path, seconds: float, rate: int) -> dict[str, float]:
-    """The service at ``rate`` ticks/s over 10 symbols; one client on S0-PERP measures timestamp -> arrival."""
+    """The service at ``rate`` ticks/s over 10 symbols; one client on S0-PERP measures timestamp -> arrival.
+    Also reports the CPU (% of one core) the service, its writer child and this measuring client used meanwhile."""
     symbols = [f"S{i}-PERP" for i in range(10)]
     env = {
         "SYMBOLS": ",".join(symbols), "STREAM_INTERVAL_SECONDS": str(10 / rate), "TRADE_FREQUENCY": "1000",
         "RECORD": str(record).lower(), "DATA_DIR": str(cwd / f"data-{record}-{rate}"),
     }  # fmt: skip
     proc, port = start_service(env, cwd)
-    samples: list[float] = []
     try:
-        async with websockets.connect(f"ws://127.0.0.1:{port}/ws/S0-PERP", max_queue=None, compression=None) as ws:
-            warm_until = time.time() + 1.0
-            end = warm_until + seconds
-            while time.time() < end:
-                message = json.loads(await ws.recv())
-                now = time.time()
-                if message.get("type") == "price_update" and now > warm_until:
-                    samples.append((now - message["timestamp"]) * 1000)
+        arrival, app, cpu = stamped_client(port, "/ws/S0-PERP", proc.pid, warm=1.0, seconds=seconds)
         async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/streaming/status") as resp:
             status = await resp.json()
     finally:
         proc.terminate()
         proc.wait(60)
-    samples.sort()
+    arrival.sort()
+    app.sort()
     return {
-        "p50_ms": samples[len(samples) // 2],
-        "p99_ms": samples[int(len(samples) * 0.99)],
-        "received": len(samples),
+        "p50_ms": arrival[len(arrival) // 2],
+        "p99_ms": arrival[int(len(arrival) * 0.99)],
+        "app_p99_ms": app[int(len(app) * 0.99)],
+        "received": len(arrival),
         "published_per_s": status["messages_published"] / (seconds + 2.0),
         "recorded": status["recorder"].get("written", 0),
+        "cpu_service": cpu.pop(proc.pid),
+        "cpu_client": cpu.pop(os.getpid()),
+        "cpu_writer": sum(cpu.values()),
     }
+
+
+def stamped_client(
+    port: int, path: str, service_pid: int, warm: float, seconds: float
+) -> tuple[list[float], list[float], dict[int, float]]:
+    """A plain-socket WebSocket client; for every price update, ms from the tick's timestamp to (a) the kernel's
+    receive timestamp of the TCP segment that carried it (SO_TIMESTAMPNS: the fan-out's latency, whatever this
+    client's own scheduling) and (b) this process reading it (what a co-located Python client sees). Small reads,
+    so a timestamp belongs to the segment being read. Also returns CPU % of a core per process over the window."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())  # fmt: skip
+    buffer = b""
+    while b"\r\n\r\n" not in buffer:
+        buffer += sock.recv(4096)
+    buffer = buffer.split(b"\r\n\r\n", 1)[1]
+    arrival: list[float] = []
+    app: list[float] = []
+    warm_until = time.time() + warm
+    end = warm_until + seconds
+    cpu_start: dict[int, float] = {}
+    window_start = 0.0
+    stamp = 0.0
+    while time.time() < end:
+        data, ancillary, _flags, _addr = sock.recvmsg(512, socket.CMSG_SPACE(16))
+        if not data:
+            break
+        for level, kind, value in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                sec, nsec = struct.unpack("qq", value[:16])
+                stamp = sec + nsec * 1e-9
+        buffer += data
+        while len(buffer) >= 2:  # server frames are unmasked; 2-byte or 16-bit lengths at these sizes
+            length, offset = buffer[1] & 0x7F, 2
+            if length == 126:
+                if len(buffer) < 4:
+                    break
+                length, offset = struct.unpack("!H", buffer[2:4])[0], 4
+            if len(buffer) < offset + length:
+                break
+            payload, buffer = buffer[offset : offset + length], buffer[offset + length :]
+            if not payload.startswith(b'{"type":"price_update"'):
+                continue
+            now = time.time()
+            if now < warm_until:
+                continue
+            if not cpu_start:
+                cpu_start = {pid: cpu_seconds(pid) for pid in [service_pid, *child_pids(service_pid), os.getpid()]}
+                window_start = now
+            timestamp = json.loads(payload)["timestamp"]
+            arrival.append((stamp - timestamp) * 1000)
+            app.append((now - timestamp) * 1000)
+    window = time.time() - window_start
+    cpu = {pid: 100 * (cpu_seconds(pid) - used) / window for pid, used in cpu_start.items()}
+    sock.close()
+    return arrival, app, cpu
 
 
 # -- 4. replay and history -----------------------------------------------------------------------------------
@@ -316,7 +393,7 @@ async def history_in_process(url: str, now: float, quick: bool) -> dict[str, flo
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--reps", type=int, default=2, help="latency runs per setting (1 or 2), alternated")
+    parser.add_argument("--reps", type=int, default=3, help="latency runs per setting, alternated off/on/on/off...")
     parser.add_argument("--only", choices=["recorder", "latency", "history"], help="run one part")
     parser.add_argument(
         "--rates",
@@ -368,12 +445,16 @@ async def main() -> None:
             for rate in args.rates:
                 print(f"3. fan-out latency, service offered {rate:,} ticks/s over 10 symbols, one client on one symbol")
                 runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
-                for record in [False, True, True, False][: 4 if args.reps > 1 else 2]:  # alternate: load drifts
+                order = [False, True, True, False] * args.reps  # alternated: the machine's load drifts
+                for record in order[: 2 * args.reps]:
                     runs[record].append(await latency(record, cwd, seconds, rate))
                 for record, name in ((False, "RECORD=false"), (True, "RECORD=true ")):
                     for run in runs[record]:
-                        print(f"   {name}: p50 {run['p50_ms']:.2f} ms, p99 {run['p99_ms']:.2f} ms, "
-                              f"~{run['published_per_s']:,.0f} published/s, recorded {run['recorded']:,}")  # fmt: skip
+                        print(f"   {name}: p50 {run['p50_ms']:.2f} ms, p99 {run['p99_ms']:.2f} ms (client's own read: "
+                              f"p99 {run['app_p99_ms']:.2f} ms), "
+                              f"~{run['published_per_s']:,.0f} published/s, recorded {run['recorded']:,}; CPU % of a "
+                              f"core: service {run['cpu_service']:.0f}, writer {run['cpu_writer']:.0f}, "
+                              f"client {run['cpu_client']:.0f}")  # fmt: skip
                 off_p99 = statistics.median(run["p99_ms"] for run in runs[False])
                 on_p99 = statistics.median(run["p99_ms"] for run in runs[True])
                 ratio = on_p99 / off_p99
