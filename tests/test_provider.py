@@ -212,7 +212,8 @@ async def test_guide_examples_run_as_written(start_service: Any, monkeypatch: py
         await provider.disconnect()
         await market_data.disconnect()
     assert provider.client.get_websocket_status()["url"] == service.ws_url
-    assert len(df) == 1 and list(df.columns[:5]) == OHLCV and len(cipher_data) == 1
+    # one forced candle, or two when the test straddled a 15 s boundary and a candle also closed by itself
+    assert 1 <= len(df) <= 2 and list(df.columns[:5]) == OHLCV and len(cipher_data) == len(df)
     assert all(isinstance(p, float) and p > 0 for p in position_manager.prices)
 
 
