@@ -52,6 +52,13 @@ class MessageRing:
         if self._backing is not None:
             self._backing.write(seq, payload)
 
+    def continue_after(self, seq: int) -> None:
+        """Number the next message ``seq + 1`` when ``seq`` is ahead of the ring (the store holds messages a lost
+        ring no longer does). What the ring kept is dropped: it would not be contiguous with what follows."""
+        if seq > self.head:
+            self._payloads.clear()
+            self.head = seq
+
     def close(self) -> None:
         if self._backing is not None:
             self._backing.close()

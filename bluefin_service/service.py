@@ -24,6 +24,7 @@ from marketdata.ticks import MarketEvent
 from marketdata.venues.common import FeedStatus
 
 log = logging.getLogger(__name__)
+STORE_SEQ_TIMEOUT = 10.0  # seconds to read the store's last seqs at start before streaming without them
 
 UPKEEP_INTERVAL = 0.05
 CANDLE_RING_SIZE = 1024
@@ -136,8 +137,32 @@ class StreamingService:
         if self.books is not None:
             self._background.append(asyncio.create_task(self._book_loop(), name="books"))
         if self.recorder is not None:
+            await self._number_on_from_store()
             self.recorder.start()
         self.start_streaming()
+
+    async def _number_on_from_store(self, timeout: float = STORE_SEQ_TIMEOUT) -> None:
+        """Without its ring (RING_PERSIST=false, a lost DATA_DIR/ring, a reboot with RING_DIR on tmpfs) the hub
+        would number every symbol from 1 again and the store would hold two ticks under one seq, which breaks
+        resume and ``/trades?after_seq=`` gap repair. Number on from the highest stored seq instead."""
+        try:
+            async with asyncio.timeout(timeout):
+                if not self.store.is_open:
+                    await self.store.open()
+                for symbol in self.settings.symbols:
+                    ring = self.hub.ensure_channel(symbol).ring
+                    stored = await self.store.last_seq(symbol)
+                    if stored > ring.head:
+                        log.warning(
+                            "%s: the resume ring ends at seq %d but the store holds up to %d; numbering on from %d",
+                            symbol, ring.head, stored, stored + 1,
+                        )  # fmt: skip
+                        ring.continue_after(stored)
+        except Exception as exc:
+            log.warning(
+                "could not read the last stored sequence numbers (%s: %s); a symbol whose ring was lost numbers "
+                "from 1 again", type(exc).__name__, exc or "timeout",
+            )  # fmt: skip
 
     def start_streaming(self) -> bool:
         """Start the feed; returns False if it was already running."""

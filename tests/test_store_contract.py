@@ -36,6 +36,15 @@ async def test_rows_come_back_exactly_and_in_order(store: Store) -> None:
     assert await store.count(SYMBOL, rows[10].ts, rows[20].ts) == 10
 
 
+async def test_last_seq_is_the_highest_stored_per_symbol(store: Store) -> None:
+    assert await store.last_seq(SYMBOL) == 0
+    rows = make_rows(SYMBOL, 40) + make_rows("BTC-PERP", 7)
+    await store.write(rows[30:] + rows[:30])  # in any order
+    assert await store.last_seq(SYMBOL) == max(row.seq for row in rows[:40])
+    assert await store.last_seq("BTC-PERP") == max(row.seq for row in rows[40:])
+    assert await store.last_seq("SOL-PERP") == 0
+
+
 async def test_a_retried_batch_is_not_stored_twice(store: Store) -> None:
     rows = make_rows(SYMBOL, 50)
     await store.write(rows)

@@ -82,6 +82,34 @@ async def test_ctrl_c_to_the_service_job_still_stores_every_buffered_tick(tmp_pa
     assert sum(len(by_seq) for by_seq in rows.values()) >= current["recorder"]["buffered"]
 
 
+# -- a lost ring -------------------------------------------------------------------------------------------------
+async def test_a_service_without_its_ring_numbers_on_from_the_store(start_service: Any, tmp_path: Path) -> None:
+    """With RING_PERSIST=false (or a lost ring) a restart must not number ticks from 1 again: the store would
+    hold two ticks under one seq, and resume and ``/trades?after_seq=`` gap repair would mix them up."""
+    service = start_service(RING_PERSIST="false", **FAST)
+    await wait_for_status(service, lambda s: min(s["recorder"]["written_seq"].values() or [0]) >= 30)
+    service.stop()  # graceful: the final flush stores everything published
+    db = tmp_path / "data" / "ticks.db"
+    before = {symbol: max(by_seq) for symbol, by_seq in stored(db).items()}
+    service.start()
+    await wait_for_status(
+        service, lambda s: all(s["recorder"]["written_seq"].get(symbol, 0) > seq + 20 for symbol, seq in before.items())
+    )
+    service.stop()
+    conn = sqlite3.connect(db)
+    twice = conn.execute("SELECT symbol, seq FROM ticks GROUP BY symbol, seq HAVING COUNT(*) > 1 LIMIT 5").fetchall()
+    conn.close()
+    assert twice == []
+    assert_no_holes(stored(db))  # one contiguous run per symbol, across the restart
+    assert any("numbering on from" in line for line in service.output)
+
+
+async def test_a_store_down_at_start_does_not_stop_the_stream(start_service: Any) -> None:
+    service = start_service(STORE_URL="postgresql://postgres@127.0.0.1:1/test", **FAST)  # nothing listens on 1
+    await wait_for_status(service, lambda s: min(info["last_seq"] for info in s["symbols"].values()) >= 20)
+    assert any("could not read the last stored sequence numbers" in line for line in service.output)
+
+
 # -- kill -9 ----------------------------------------------------------------------------------------------------
 async def test_kill_9_loses_at_most_the_last_flush_and_never_corrupts(start_service: Any, tmp_path: Path) -> None:
     service = start_service(**FAST)

@@ -90,6 +90,10 @@ class Store(abc.ABC):
         """The newest row of ``symbol`` strictly before ``ts`` (the previous close for a candle range)."""
 
     @abc.abstractmethod
+    async def last_seq(self, symbol: str) -> int:
+        """The highest seq stored for ``symbol`` (0 when none): where a restarted hub must number on from."""
+
+    @abc.abstractmethod
     async def count(self, symbol: str, start: float | None, end: float | None) -> int: ...
 
     @abc.abstractmethod

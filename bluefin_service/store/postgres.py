@@ -157,6 +157,9 @@ class PostgresStore(Store):
         )
         return rows[0] if rows else None
 
+    async def last_seq(self, symbol: str) -> int:
+        return int(await self._require().fetchval("SELECT MAX(seq) FROM ticks WHERE symbol = $1", symbol) or 0)
+
     async def count(self, symbol: str, start: float | None, end: float | None) -> int:
         where, params = _where(symbol, start, end)
         return int(await self._require().fetchval(f"SELECT count(*) FROM ticks WHERE {where}", *params))

@@ -209,6 +209,13 @@ class SqliteStore(Store):
         rows = await asyncio.to_thread(self._fetch, sql, (symbol, ts))
         return rows[0] if rows else None
 
+    async def last_seq(self, symbol: str) -> int:
+        def run() -> int:
+            row = self._reader().execute("SELECT MAX(seq) FROM ticks WHERE symbol = ?", (symbol,)).fetchone()
+            return int(row[0] or 0)
+
+        return await asyncio.to_thread(run)
+
     async def count(self, symbol: str, start: float | None, end: float | None) -> int:
         where, params = _where(symbol, start, end)
 
