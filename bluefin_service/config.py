@@ -95,6 +95,9 @@ class ServiceSettings(BaseSettings):
         1.0, ge=0, le=1_000_000, description="replay speed: 1 real time, 10 ten times faster, 0 as fast as possible"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="DEBUG|INFO|WARNING|ERROR")
+    loop_stall_warn_ms: float = Field(
+        100.0, ge=0, le=60_000, description="ms a loop turn may run before its stack is logged, 0 (off) to 60000"
+    )
     # Exchange sources (SOURCE=bluefin|binance|okx). URLs default to the venue's production endpoints.
     symbol_map: Annotated[dict[str, str], NoDecode] = Field(
         {},

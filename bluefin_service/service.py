@@ -14,6 +14,7 @@ from bluefin_service.books import TICK_SECONDS, BookStreams
 from bluefin_service.candle_streams import CandleStreams
 from bluefin_service.config import ServiceSettings
 from bluefin_service.hub import Hub
+from bluefin_service.loop_watch import LoopStallWatch
 from bluefin_service.ring import MessageRing
 from bluefin_service.ring_file import DirectoryLock, RingFile
 from bluefin_service.sources.exchanges import EXCHANGES, build_exchange_source
@@ -81,6 +82,8 @@ class StreamingService:
                 return MessageRing(size, RingFile(ring_dir / f"{key}.ring", size))
 
         self.hub = Hub(settings.symbols, ring_size=settings.ring_size, ring_factory=ring_factory)
+        threshold = settings.loop_stall_warn_ms / 1000
+        self.loop_watch = LoopStallWatch(threshold) if threshold else None
         self.candles = CandleStreams(
             self.hub, settings.symbols, settings.candle_intervals, settings.candle_grace_seconds
         )
@@ -129,6 +132,8 @@ class StreamingService:
 
     async def start(self) -> None:
         """Start the background tasks and the feed."""
+        if self.loop_watch is not None:
+            self.loop_watch.start()
         self._background = [
             asyncio.create_task(self._heartbeat_loop(), name="heartbeats"),
             asyncio.create_task(self._upkeep_loop(), name="upkeep"),
@@ -192,6 +197,8 @@ class StreamingService:
                 await task
         if self.recorder is not None:
             await self.recorder.stop()
+        if self.loop_watch is not None:
+            await self.loop_watch.stop()
         await self.store.close()
         self.hub.flush()
         self.hub.close()
@@ -267,6 +274,7 @@ class StreamingService:
             "stream_interval_seconds": self.settings.stream_interval_seconds,
             "trade_frequency": self.settings.trade_frequency,
             "recorder": self.recorder.status() if self.recorder is not None else {"enabled": False},
+            "loop_stalls": self.loop_watch.status() if self.loop_watch is not None else {"enabled": False},
             **self._feed_status(),
         }
 

@@ -31,6 +31,8 @@ BAD_STARTS = [
             ("SYMBOLS", ";;", "comma-separated symbols such as ETH-PERP,BTC-PERP"),
             ("DRY_RUN", "maybe", "true or false"),
             ("HEARTBEAT_INTERVAL_SECONDS", "0", "seconds between heartbeats, 0.05 to 3600"),
+            ("LOOP_STALL_WARN_MS", "-5", "ms a loop turn may run before its stack is logged, 0 (off) to 60000"),
+            ("LOOP_STALL_WARN_MS", "soon", "ms a loop turn may run before its stack is logged, 0 (off) to 60000"),
         ]
     ),
     (SERVICE, {"DRY_RUN": "false"}, ["DRY_RUN=false", "SOURCE"]),
