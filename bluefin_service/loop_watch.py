@@ -30,7 +30,7 @@ class LoopStallWatch:
         self.longest = 0.0
         self._stamp = time.monotonic()
         self._stop = threading.Event()
-        self._loop_thread = threading.get_ident()
+        self._loop_thread = 0  # set by start(), on the loop's thread
         self._task: asyncio.Task[None] | None = None
         self._thread: threading.Thread | None = None
 

@@ -7,9 +7,10 @@ payloads at a time (the recorder keeps them in chunks) through a non-blocking pi
 (from a worker thread instead, the join over a whole batch held the GIL, and the loop waited for it: p99 at 50k
 ticks/s 1.28 ms vs 0.61 ms).
 
-The child stays in the service's session, niced. Under the kernel's autogroup scheduling every session is a CPU
-group of equal weight whatever its nice value, so a child in a session of its own got as much CPU as the whole
-service whenever it decoded a batch: fan-out p99 4.4x worse at 50k ticks/s (0.85 -> 3.75 ms), now 1.2x.
+The child leaves the service's process group (a Ctrl-C or group signal must not kill it before the final flush)
+but stays in its session, at nice 19. Under the kernel's autogroup scheduling every session is a CPU group of
+equal weight whatever its nice value, so a child in a session of its own got as much CPU as the whole service
+whenever it decoded a batch: fan-out p99 4.4x worse at 50k ticks/s (0.85 -> 3.75 ms).
 
 Pipe protocol (child's stdin/stdout): parent -> child, per batch, chunks of ``!I`` length + wire payloads joined
 with ``\\n`` (the JSON encoder never emits a raw newline), ended by a zero length; child -> parent one JSON line
@@ -239,11 +240,8 @@ def _run_in_the_background() -> None:
 
 
 def main() -> None:
-    # Out of the service's process group, so a Ctrl-C or group signal does not kill it before the final flush,
-    # but in its session: with autogroup scheduling a new session is a new CPU group as heavy as the service's,
-    # and this process's bursts of decoding took the service's core (fan-out p99 4.4x worse at 50k ticks/s).
     with contextlib.suppress(OSError):
-        os.setpgid(0, 0)
+        os.setpgid(0, 0)  # a group of its own, in the service's session (see the module docstring)
     _run_in_the_background()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s store-writer: %(message)s")
     with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
