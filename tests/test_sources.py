@@ -267,7 +267,7 @@ def test_symbol_mapping_defaults_and_overrides() -> None:
     assert symbol_map(settings, "okx") == {"ETH-PERP": "ETH-USDT-SWAP", "BTC-PERP": "XBTUSDT"}
     assert symbol_map(settings, "bluefin") == {"ETH-PERP": "ETH-PERP", "BTC-PERP": "XBTUSDT"}
     source = build_exchange_source(settings)
-    assert source.name == "binance" and source.urls[0] == "wss://fstream.binance.com/market/ws"
+    assert source.name == "binance" and source.ws_market_url == "wss://fstream.binance.com/market/ws"
 
 
 @pytest.mark.parametrize(

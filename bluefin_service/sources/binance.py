@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import Any
 
 import aiohttp
 
 from bluefin_service.sources.backfill import TradeBackfill
 from bluefin_service.sources.diffbooks import DiffBooks
-from bluefin_service.sources.feed import FeedSettings, FeedStats, Publish, VenueConnection, status_events
+from bluefin_service.sources.feed import FeedSettings, Publish, VenueConnection
+from bluefin_service.sources.venue_source import VenueSource
 from marketdata.book import BookDelta
 from marketdata.ticks import Trade
 from marketdata.venues import binance as parser
-from marketdata.venues.common import VenueControl
 
 WS_MARKET_URL = "wss://fstream.binance.com/market/ws"
 WS_PUBLIC_URL = "wss://fstream.binance.com/public/ws"
@@ -41,7 +40,7 @@ def venue_symbol(symbol: str) -> str:
     return symbol.removesuffix("-PERP").replace("-", "") + "USDT"
 
 
-class BinanceSource:
+class BinanceSource(VenueSource):
     name = "binance"
 
     def __init__(
@@ -53,55 +52,30 @@ class BinanceSource:
         ws_public_url: str = WS_PUBLIC_URL,
         rest_url: str = REST_URL,
     ) -> None:
-        self.symbol_map = symbol_map  # ETH-PERP -> ETHUSDT
-        self.symbols = list(symbol_map)
-        self.settings = settings or FeedSettings()
-        self.urls = (ws_market_url, ws_public_url, rest_url.rstrip("/"))
-        self.stats = FeedStats()
-        self.parser = parser.BinanceParser({v: s for s, v in symbol_map.items()})
+        super().__init__(symbol_map, settings, parser.BinanceParser, rest_url)
+        self.ws_market_url = ws_market_url
+        self.ws_public_url = ws_public_url
         self._ids = itertools.count(1)  # 0 is the idle probe's
-        self._http: aiohttp.ClientSession | None = None
         self.books = DiffBooks(
             self.name, self.symbols, parser.SYNC_RULES, float, self._fetch_snapshot, self.settings, self.stats
         )
         self.backfill = TradeBackfill(self.name, self._fetch_trades, self.settings)
 
     async def run(self, publish: Publish) -> None:
-        market_url, public_url, _ = self.urls
         self.books.publish = publish
         self.backfill.publish = publish
         async with aiohttp.ClientSession() as http:
             self._http = http
-
-            def on_frame(frame: str | bytes, ts_init: float) -> None:
-                out: list[Any] = []
-                for event in self.parser.parse(frame, ts_init):
-                    if type(event) is Trade:
-                        self.backfill.on_trade(event, out)
-                    elif type(event) is BookDelta:
-                        self.books.on_delta(event, out)
-                    elif type(event) is VenueControl:
-                        self._on_control(event)
-                    else:
-                        out.append(event)
-                if out:
-                    publish(out)
-
-            def on_down(kind: str) -> Any:
-                def report(reason: str, stale: bool) -> None:
-                    status = "stale" if stale else kind
-                    publish(status_events(self.name, self.symbols, status, reason, self.stats))  # type: ignore[arg-type]
-
-                return report
-
+            on_frame = self.frame_handler(publish, {Trade: self.backfill.on_trade, BookDelta: self.books.on_delta})
             market = VenueConnection(
-                "binance/market", market_url, http, self.settings, stats=self.stats,
-                on_open=self._open_market, on_frame=on_frame, on_down=on_down("reconnect"),
+                "binance/market", self.ws_market_url, http, self.settings, stats=self.stats,
+                on_open=self._open_market, on_frame=on_frame, on_down=self.down_reporter(publish, "reconnect"),
                 ping_text=IDLE_PROBE,
             )  # fmt: skip
             public = VenueConnection(
-                "binance/public", public_url, http, self.settings, stats=self.stats,
-                on_open=self._open_public, on_frame=on_frame, on_down=on_down("resync"), ping_text=IDLE_PROBE,
+                "binance/public", self.ws_public_url, http, self.settings, stats=self.stats,
+                on_open=self._open_public, on_frame=on_frame, on_down=self.down_reporter(publish, "resync"),
+                ping_text=IDLE_PROBE,
             )  # fmt: skip
             try:
                 await asyncio.gather(market.run(), public.run())
@@ -121,25 +95,10 @@ class BinanceSource:
         params = [f"{self.symbol_map[s].lower()}@{stream}" for s in self.symbols for stream in streams]
         await ws.send_json({"method": "SUBSCRIBE", "params": params, "id": next(self._ids)})
 
-    def _on_control(self, event: VenueControl) -> None:
-        if event.kind == "unknown":
-            self.stats.unknown += 1
-        elif event.kind == "error":
-            self.stats.last_error = event.message
-
     async def _fetch_trades(self, symbol: str, from_id: int) -> list[Trade]:
-        assert self._http is not None
         params = {"symbol": self.symbol_map[symbol], "fromId": str(from_id), "limit": "1000"}
-        async with self._http.get(f"{self.urls[2]}/fapi/v1/aggTrades", params=params) as response:
-            response.raise_for_status()
-            body = await response.read()
-        return parser.parse_agg_trades_rest(body, symbol)
+        return parser.parse_agg_trades_rest(await self.rest_get("/fapi/v1/aggTrades", params), symbol)
 
     async def _fetch_snapshot(self, symbol: str) -> BookDelta:
-        assert self._http is not None
-        url = f"{self.urls[2]}/fapi/v1/depth"
         params = {"symbol": self.symbol_map[symbol], "limit": str(SNAPSHOT_LIMIT)}
-        async with self._http.get(url, params=params) as response:
-            response.raise_for_status()
-            body = await response.read()
-        return parser.parse_depth_snapshot(body, symbol)
+        return parser.parse_depth_snapshot(await self.rest_get("/fapi/v1/depth", params), symbol)

@@ -23,10 +23,11 @@ from typing import Any
 
 import aiohttp
 
-from bluefin_service.sources.feed import FeedSettings, FeedStats, Publish, VenueConnection, backoff, status_events
+from bluefin_service.sources.feed import FeedSettings, Publish, VenueConnection, backoff, status_events
+from bluefin_service.sources.venue_source import VenueSource
 from marketdata.book import BookDelta, BookError, DiffSync, OrderBook
 from marketdata.venues import okx as parser
-from marketdata.venues.common import VenueControl, VenueMessageError
+from marketdata.venues.common import VenueMessageError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def venue_symbol(symbol: str) -> str:
     return symbol.removesuffix("-PERP") + "-USDT-SWAP"
 
 
-class OkxSource:
+class OkxSource(VenueSource):
     name = "okx"
 
     def __init__(
@@ -51,18 +52,12 @@ class OkxSource:
         ws_url: str = WS_URL,
         rest_url: str = REST_URL,
     ) -> None:
-        self.symbol_map = symbol_map  # ETH-PERP -> ETH-USDT-SWAP
-        self.symbols = list(symbol_map)
-        self.settings = settings or FeedSettings()
+        super().__init__(symbol_map, settings, parser.OkxParser, rest_url)  # ETH-PERP -> ETH-USDT-SWAP
         self.ws_url = ws_url
-        self.rest_url = rest_url.rstrip("/")
-        self.stats = FeedStats()
-        self.parser = parser.OkxParser({v: s for s, v in symbol_map.items()})
         self.books = {s: OrderBook(s, keep_raw=True) for s in self.symbols}
         self._size_factor = {s: 1.0 for s in self.symbols}
         self._resyncing: set[str] = set()
         self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._http: aiohttp.ClientSession | None = None
         self._sends: set[asyncio.Task[None]] = set()
         self._rest_syncs: dict[str, DiffSync] = {}  # symbols being built from REST (no WS snapshot came)
         self._fetches: dict[str, asyncio.Task[None]] = {}
@@ -72,22 +67,12 @@ class OkxSource:
         self._publish = publish
         async with aiohttp.ClientSession() as http:
             self._http = http
-
-            def on_frame(frame: str | bytes, ts_init: float) -> None:
-                out: list[Any] = []
-                for event in self.parser.parse(frame, ts_init):
-                    if type(event) is BookDelta:
-                        self._on_book(event, out)
-                    elif type(event) is VenueControl:
-                        self._on_control(event)
-                    else:
-                        out.append(event)
-                if out:
-                    publish(out)
+            on_frame = self.frame_handler(publish, {BookDelta: self._on_book})
+            report_down = self.down_reporter(publish)
 
             def on_down(reason: str, stale: bool) -> None:
-                self._ws = None
-                publish(status_events(self.name, self.symbols, "stale" if stale else "reconnect", reason, self.stats))
+                self._ws = None  # resyncs wait for the reconnect, which re-subscribes everything
+                report_down(reason, stale)
 
             connection = VenueConnection(
                 "okx/public", self.ws_url, http, self.settings, stats=self.stats,
@@ -113,11 +98,7 @@ class OkxSource:
         await ws.send_json({"op": "subscribe", "args": args})
 
     async def _load_contract_values(self) -> None:
-        assert self._http is not None
-        url = f"{self.rest_url}/api/v5/public/instruments"
-        async with self._http.get(url, params={"instType": "SWAP"}) as response:
-            response.raise_for_status()
-            values = parser.parse_contract_values(await response.read())
+        values = parser.parse_contract_values(await self.rest_get("/api/v5/public/instruments", {"instType": "SWAP"}))
         wanted = {v: s for s, v in self.symbol_map.items()}
         missing = sorted(set(wanted) - set(values))
         if missing:
@@ -165,15 +146,12 @@ class OkxSource:
             out.append(self.books[symbol].view(self.settings.book_depth, self.name, self._size_factor[symbol]))
 
     async def _fetch_rest_book(self, symbol: str) -> None:
-        assert self._http is not None
         delays = backoff(self.settings.initial_backoff, self.settings.max_backoff)
         await asyncio.sleep(self.settings.snapshot_wait)  # let updates buffer first, as the procedure says
         while symbol in self._rest_syncs:
             params = {"instId": self.symbol_map[symbol], "sz": "400"}
             try:
-                async with self._http.get(f"{self.rest_url}/api/v5/market/books", params=params) as response:
-                    response.raise_for_status()
-                    snap = parser.parse_rest_book(await response.read(), symbol)
+                snap = parser.parse_rest_book(await self.rest_get("/api/v5/market/books", params), symbol)
             except (aiohttp.ClientError, OSError, TimeoutError, VenueMessageError) as exc:
                 log.warning("okx: REST book for %s failed (%s); retrying", symbol, exc)
                 await asyncio.sleep(next(delays))
@@ -214,12 +192,3 @@ class OkxSource:
         task = asyncio.create_task(ws.send_json(message))
         self._sends.add(task)
         task.add_done_callback(self._sends.discard)
-
-    def _on_control(self, event: VenueControl) -> None:
-        if event.kind == "unknown":
-            self.stats.unknown += 1
-        elif event.kind == "error":
-            self.stats.last_error = event.message
-            log.warning("okx: %s", event.message)
-        elif event.kind == "notice":
-            log.warning("okx: %s", event.message)  # 64008: the server closes soon; the reconnect follows
