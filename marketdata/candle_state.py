@@ -1,11 +1,15 @@
-"""Per-symbol and per-interval state of the candle engine (plain containers; the engine holds the logic)."""
+"""Per-symbol and per-interval state of the candle engine (plain containers; the engine holds the logic), and
+the check of the engine's options."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from typing import Any
 
 from marketdata.candle_acc import Acc
 from marketdata.candle_history import CandleHistory
+from marketdata.errors import ConfigError
 
 # "no open bucket": contains no time (start +inf, end -inf), so every tick takes the slow path
 NO_BUCKET = Acc(float("inf"), float("-inf"), 0.0)
@@ -96,3 +100,23 @@ def trim_ids(ids: dict[Any, None], keep: int) -> None:
     """Keep the newest ``keep`` ids of one bucket, in place (its Acc holds the same dict)."""
     for trade_id in list(ids)[:-keep]:
         del ids[trade_id]
+
+
+def check_options(
+    intervals: Iterable[int], grace: float, history_limit: int, dedupe_size: int, revision_window: int
+) -> list[int]:
+    """The engine's options, checked (ConfigError naming the bad one); returns the intervals sorted, unique."""
+    chosen = list(intervals)
+    if not chosen:
+        raise ConfigError("at least one candle interval is needed")
+    for interval in chosen:
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+            raise ConfigError(f"candle intervals are whole seconds >= 1, got {interval!r}")
+    if not (isinstance(grace, (int, float)) and 0 <= grace < math.inf):
+        raise ConfigError(f"grace must be a finite number of seconds >= 0, got {grace!r}")
+    for name, value in (("history_limit", history_limit), ("dedupe_size", dedupe_size)):
+        if not (isinstance(value, int) and value >= 1):
+            raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+    if not (isinstance(revision_window, int) and revision_window >= 0):
+        raise ConfigError(f"revision_window must be an integer >= 0, got {revision_window!r}")
+    return sorted(set(chosen))

@@ -30,8 +30,9 @@ from typing import Any
 
 from marketdata import candle_batch
 from marketdata.candle_acc import BUY, PRICE_ONLY, SELL, Acc, bucket_values, flat_values
+from marketdata.candle_forming import forming_candles
 from marketdata.candle_history import FILLED, GAP, RECONNECT, REVISED
-from marketdata.candle_state import NO_BUCKET, SeriesState, SymbolState, trim_ids
+from marketdata.candle_state import NO_BUCKET, SeriesState, SymbolState, check_options, trim_ids
 from marketdata.candle_types import (
     Candle,
     FloatTick,
@@ -65,14 +66,7 @@ class CandleEngine:
         max_output: int = 100_000,
         handler: Callable[[list[Candle]], Any] | None = None,
     ) -> None:
-        chosen = sorted(set(_check_intervals(intervals)))
-        if not (isinstance(grace, (int, float)) and 0 <= grace < INF):
-            raise ConfigError(f"grace must be a finite number of seconds >= 0, got {grace!r}")
-        for name, value in (("history_limit", history_limit), ("dedupe_size", dedupe_size)):
-            if not (isinstance(value, int) and value >= 1):
-                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-        if not (isinstance(revision_window, int) and revision_window >= 0):
-            raise ConfigError(f"revision_window must be an integer >= 0, got {revision_window!r}")
+        chosen = check_options(intervals, grace, history_limit, dedupe_size, revision_window)
         self.intervals = tuple(chosen)
         self.base = math.gcd(*chosen)
         self.grace = float(grace)
@@ -391,33 +385,7 @@ class CandleEngine:
     def current(self, symbol: str) -> dict[int, Candle]:
         """The newest forming (provisional) candle of each interval."""
         st = self._symbols.get(symbol)
-        if st is None:
-            return {}
-        base_accs = sorted(st.open_base.values(), key=_start)
-        result: dict[int, Candle] = {}
-        for ser in st.series:
-            interval = ser.interval
-            starts = [a.start - a.start % interval for a in base_accs]
-            starts.extend(ser.partials)
-            flags_of = ser.pending_flags
-            if starts:
-                start = max(starts)
-                partial = ser.partials.get(start)
-                acc = partial.copy(start, start + interval) if partial is not None else None
-                for a in base_accs:
-                    if start <= a.start < start + interval:
-                        if acc is None:
-                            acc = a.copy(start, start + interval)
-                        else:
-                            acc.merge(a)
-                assert acc is not None
-                values = bucket_values(acc, flags_of.get(start, 0))
-                result[interval] = make_candle(st.name, interval, start, values, False, 0, 0)
-            elif self.fill_empty and ser.history.last_close is not None and ser.next_start > -INF:
-                start = ser.next_start
-                values = flat_values(ser.history.last_close, flags_of.get(start, 0) | FILLED)
-                result[interval] = make_candle(st.name, interval, start, values, False, 0, 0)
-        return result
+        return {} if st is None else forming_candles(st, self.fill_empty)
 
     def history(self, symbol: str, interval: int, limit: int | None = None) -> dict[str, Any]:
         """The newest ``limit`` final candles as numpy columns (oldest first); empty columns if none."""
@@ -446,13 +414,3 @@ class CandleEngine:
 
 def _start(acc: Acc) -> float:
     return acc.start
-
-
-def _check_intervals(intervals: Iterable[int]) -> list[int]:
-    chosen = list(intervals)
-    if not chosen:
-        raise ConfigError("at least one candle interval is needed")
-    for interval in chosen:
-        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
-            raise ConfigError(f"candle intervals are whole seconds >= 1, got {interval!r}")
-    return chosen
