@@ -6,10 +6,10 @@ slow-consumer policy may close us, and the reconnect resumes from the last ``seq
 
 Every reconnect resumes with ``?resume=SYM:SEQ,...``: the service replays what we missed, or sends a ``gap``
 saying what it no longer has; such a gap (or a seq jump) is filled over HTTP from the service's store
-(``gap_repair.py``) before the symbol's live messages go on. Messages at or below the last ``seq`` seen are
-dropped as duplicates. ``gap`` messages with an ``upstream_*`` reason are not gaps in our sequence: the venue's
-feed was interrupted, and they are reported as feed interruptions. With ``orderbook=True`` the client also keeps
-the latest L2 book of each symbol (``orderbook`` messages, latest state, not sequenced).
+(``sequencing.py``, ``gap_repair.py``) before the symbol's live messages go on. Messages at or below the last
+``seq`` seen are dropped as duplicates. ``gap`` messages with an ``upstream_*`` reason are not gaps in our
+sequence: the venue's feed was interrupted, and they are reported as feed interruptions. With ``orderbook=True``
+the client also keeps the latest L2 book of each symbol (``orderbook`` messages, latest state, not sequenced).
 """
 
 from __future__ import annotations
@@ -19,18 +19,17 @@ import contextlib
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from bot.exchange.client_config import ReconnectPolicy, http_base_url, service_urls_from, stream_url, ws_base_url
+from bot.exchange.client_config import ReconnectPolicy, service_urls_from, stream_url, ws_base_url
 from bot.exchange.client_messages import book_payload, market_payload
 from bot.exchange.dispatch import Callback, CallbackDispatcher
-from bot.exchange.gap_repair import REPAIRABLE, GapRepairer
 from bot.exchange.liveness import Liveness
+from bot.exchange.sequencing import StreamSequencer
 from marketdata.errors import ConfigError
 from marketdata.protocol import (
     CandleMessage,
@@ -100,16 +99,10 @@ class BluefinServiceClient:
         self._rng = random.Random(seed)
         self.symbols: list[str] = []
         self._subscribed: frozenset[str] = frozenset()
-        self._last_seq: dict[str, int] = {}
         self._server_seq: dict[str, int] = {}
         self._latest_price: dict[str, float] = {}
-        self._gaps: deque[dict[str, Any]] = deque(maxlen=gap_history)
-        self._interruptions: deque[dict[str, Any]] = deque(maxlen=gap_history)
         self._books: dict[str, dict[str, Any]] = {}
         self._book_request: SubscribeRequest | None = None
-        self.repair_gaps = repair_gaps
-        repair = {"page_size": repair_page_size, "timeout": repair_timeout, "hold_size": repair_hold}
-        self._repairer = GapRepairer(self._deliver, **repair, history=gap_history)
         self._ws: ClientConnection | None = None
         self._url: str | None = None
         self._url_index = 0
@@ -126,6 +119,12 @@ class BluefinServiceClient:
         self._dispatcher = CallbackDispatcher(queue_size, self.stats)
         self._callbacks = self._dispatcher.callbacks
         self._put = self._dispatcher.put
+        self._sequencer = StreamSequencer(
+            self._put, self.stats, repair_gaps=repair_gaps, page_size=repair_page_size, timeout=repair_timeout,
+            hold_size=repair_hold, history=gap_history,
+        )  # fmt: skip
+        self._last_seq = self._sequencer.last_seq
+        self._repairer = self._sequencer.repairer
 
     # -- the guide's API ---------------------------------------------------------------------------------
     async def connect_websocket(
@@ -239,11 +238,11 @@ class BluefinServiceClient:
             "service_urls": list(self.service_urls),
             "symbols": list(self.symbols),
             **self.stats,
-            "gaps": list(self._gaps),
+            "gaps": list(self._sequencer.gaps),
             **self._repairer.stats,
             "repaired_gaps": list(self._repairer.repaired),
             "repair_held_messages": self._repairer.held(),
-            "interruptions": list(self._interruptions),
+            "interruptions": list(self._sequencer.interruptions),
             "orderbook_symbols": sorted(self._books),
             "last_seq": dict(self._last_seq),
             "server_last_seq": dict(self._server_seq),
@@ -348,7 +347,7 @@ class BluefinServiceClient:
             if symbol not in self._subscribed:  # keeps every per-symbol map bounded
                 self.stats["unexpected_symbol"] += 1
                 return
-            if not await self._accept_seq(symbol, message.seq):
+            if not await self._sequencer.accept(symbol, message.seq, self._url):
                 return
             self._latest_price[symbol] = message.data.price
             await self._repairer.emit(symbol, *market_payload(message, time.time()))
@@ -361,7 +360,10 @@ class BluefinServiceClient:
                     if kind is SubscribedMessage:
                         self._last_seq.setdefault(symbol, head)  # a fresh stream starts after the head
         elif kind is GapMessage:
-            await self._on_gap_message(message)
+            if message.symbol in self._subscribed:
+                await self._sequencer.on_gap_message(message, self._url)
+            else:
+                self.stats["unexpected_symbol"] += 1
         elif kind is PongMessage:
             sent = message.data.client_timestamp
             if sent is not None:
@@ -369,19 +371,6 @@ class BluefinServiceClient:
         elif kind is ErrorMessage:
             self.stats["server_errors"] += 1
             log.warning("service error %s: %s", message.code, message.message)
-
-    async def _accept_seq(self, symbol: str, seq: int) -> bool:
-        if seq <= 0:  # a server without sequence numbers: nothing to check
-            return True
-        last = self._last_seq.get(symbol)
-        if last is not None:
-            if seq <= last:
-                self.stats["duplicates_dropped"] += 1
-                return False
-            if seq > last + 1:
-                await self._gap(symbol, last + 1, seq - 1, "seq_jump")
-        self._last_seq[symbol] = seq  # what we received (some of it may still wait behind a repair)
-        return True
 
     async def _on_book(self, message: OrderBookMessage) -> None:
         if message.symbol not in self._subscribed:
@@ -395,45 +384,6 @@ class BluefinServiceClient:
         self.stats["orderbooks_received"] += 1
         self._books[message.symbol] = book
         await self._put("orderbook", book)  # latest state, not sequenced: never waits behind a repair
-
-    async def _on_gap_message(self, message: GapMessage) -> None:
-        gap, symbol = message.data, message.symbol
-        if symbol not in self._subscribed:
-            self.stats["unexpected_symbol"] += 1
-            return
-        if gap.reason.startswith("upstream_"):  # the venue's feed, not our sequence: nothing to repair
-            event = {"symbol": symbol, "kind": gap.reason.removeprefix("upstream_"), "reason": gap.reason,
-                     "seq": gap.to_seq, "time": message.timestamp}  # fmt: skip
-            self._interruptions.append(event)
-            self.stats["feed_interruptions"] += 1
-            log.warning("%s: the service's venue feed was interrupted (%s) at seq %d", symbol, gap.reason, gap.to_seq)
-            await self._repairer.emit(symbol, "interruption", event)
-            return
-        last = self._last_seq.get(symbol, 0)
-        if gap.from_seq <= last:  # the service's head is behind us: it restarted without its history
-            self._last_seq[symbol] = gap.from_seq - 1
-        else:
-            self._last_seq[symbol] = max(last, gap.to_seq)
-        await self._gap(symbol, gap.from_seq, gap.to_seq, gap.reason)
-
-    async def _gap(self, symbol: str, from_seq: int, to_seq: int, reason: str) -> None:
-        gap = {"symbol": symbol, "from_seq": from_seq, "to_seq": to_seq, "reason": reason, "time": time.time()}
-        if self.repair_gaps and reason in REPAIRABLE and self._url is not None:
-            await self._repairer.repair(symbol, http_base_url(self._url), gap)
-        else:
-            self._repairer.stats["gaps_unrepaired"] += 1
-            await self._repairer.emit(symbol, "gap", gap)
-
-    async def _deliver(self, kind: str, payload: dict[str, Any]) -> None:
-        """Every sequenced item ends here, in stream order: callbacks, and the record of lost ranges."""
-        if kind == "gap":
-            self._gaps.append(payload)
-            self.stats["gap_count"] += 1
-            log.warning(
-                "gap in %s: seq %d..%d cannot be replayed (%s)",
-                payload["symbol"], payload["from_seq"], payload["to_seq"], payload["reason"],
-            )  # fmt: skip
-        await self._put(kind, payload)
 
     def _invalid(self, frame: str | bytes, exc: ProtocolError) -> None:
         self.stats["invalid_messages"] += 1
