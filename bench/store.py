@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import math
 import os
+import random
 import re
 import sqlite3
 import statistics
@@ -238,6 +239,20 @@ async def latency(record: bool, cwd: Path, seconds: float, rate: int) -> dict[st
     }
 
 
+TARGET = 1.10  # the issue's: recording may raise fan-out p99 by at most 10%
+
+
+def ratio_interval(off: list[float], on: list[float], draws: int = 4000) -> tuple[float, float]:
+    """A 95% bootstrap interval for median(on) / median(off): the runs of each side resampled with replacement.
+    Run-to-run noise on this shared machine is often larger than the effect, so one ratio says little alone."""
+    rng = random.Random(1)
+    ratios = sorted(
+        statistics.median(rng.choices(on, k=len(on))) / statistics.median(rng.choices(off, k=len(off)))
+        for _ in range(draws)
+    )
+    return ratios[int(0.025 * draws)], ratios[int(0.975 * draws) - 1]
+
+
 # -- 4. replay and history -----------------------------------------------------------------------------------
 async def replay_speed(url: str, count: int) -> dict[str, float]:
     store = open_store(url)
@@ -324,6 +339,7 @@ async def main() -> None:
         default=[20_000, 50_000, 70_000, 100_000],
         help="offered ticks/s for the fan-out latency runs (comma-separated)",
     )
+    parser.add_argument("--seconds", type=float, help="length of each fan-out latency run (default 6, --quick 3)")
     args = parser.parse_args()
     count = 200_000 if args.quick else 1_000_000
     with tempfile.TemporaryDirectory() as tmp:
@@ -364,7 +380,7 @@ async def main() -> None:
                     pass
 
         if args.only in (None, "latency"):
-            seconds = 3.0 if args.quick else 6.0
+            seconds = args.seconds or (3.0 if args.quick else 6.0)
             for rate in args.rates:
                 print(f"3. fan-out latency, service offered {rate:,} ticks/s over 10 symbols, one client on one symbol")
                 runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
@@ -378,10 +394,14 @@ async def main() -> None:
                               f"~{run['published_per_s']:,.0f} published/s, recorded {run['recorded']:,}; CPU % of a "
                               f"core: service {run['cpu_service']:.0f}, writer {run['cpu_writer']:.0f}, "
                               f"client {run['cpu_client']:.0f}")  # fmt: skip
-                off_p99 = statistics.median(run["p99_ms"] for run in runs[False])
-                on_p99 = statistics.median(run["p99_ms"] for run in runs[True])
-                ratio = on_p99 / off_p99
-                print(f"   median p99 on/off: {on_p99:.2f} / {off_p99:.2f} ms = {ratio:.2f} (target <= 1.10)")
+                off = [run["p99_ms"] for run in runs[False]]
+                on = [run["p99_ms"] for run in runs[True]]
+                ratio = statistics.median(on) / statistics.median(off)
+                low, high = ratio_interval(off, on)
+                verdict = "met" if high <= TARGET else "not met" if low > TARGET else "not decided at this noise"
+                print(f"   median p99 on/off: {statistics.median(on):.2f} / {statistics.median(off):.2f} ms = "
+                      f"{ratio:.2f}, 95% bootstrap interval {low:.2f}-{high:.2f} over {len(on)} runs each: "
+                      f"target <= {TARGET:.2f} {verdict}")  # fmt: skip
 
         if args.only in (None, "history"):
             print("4. replay (speed 0, from SQLite into a Hub) and history")
