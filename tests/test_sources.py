@@ -7,11 +7,12 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
+import logging
 import random
 from typing import Any
 
 import pytest
-from fake_exchanges.base import FakeExchange, standard_script
+from fake_exchanges.base import ERROR_MESSAGE, FakeExchange, standard_script
 from fake_exchanges.binance import FakeBinance
 from fake_exchanges.bluefin import FakeBluefin
 from fake_exchanges.okx import FakeOkx
@@ -115,12 +116,14 @@ async def test_clean_stream_gives_exact_book_and_trades(venue: str) -> None:
 
 
 @pytest.mark.parametrize("venue", ["binance", "okx", "bluefin"])
-async def test_every_failure_is_repaired_and_reported(venue: str) -> None:
-    failures = ["drop", "gap", "unknown", "malformed", "silence", "badlevel"]
+async def test_every_failure_is_repaired_and_reported(venue: str, caplog: pytest.LogCaptureFixture) -> None:
+    failures = ["drop", "gap", "unknown", "error", "malformed", "silence", "badlevel"]
     if venue == "okx":
         failures.append("checksum")
-    fake, source, events = await run_against_fake(venue, failures, seed=11)
+    with caplog.at_level(logging.WARNING, logger="bluefin_service.sources"):
+        fake, source, events = await run_against_fake(venue, failures, seed=11)
     check_outcome(venue, fake, events)
+    assert any(ERROR_MESSAGE in r.getMessage() and venue in r.getMessage() for r in caplog.records), "error logged"
     kinds = statuses(events)
     # drop: every symbol reported (a reconnect; Binance's book socket reports it as a resync)
     assert {"reconnect", "resync"} & set(kinds) if venue == "binance" else "reconnect" in kinds
@@ -130,6 +133,7 @@ async def test_every_failure_is_repaired_and_reported(venue: str) -> None:
         assert source.stats.resyncs >= 4, "the wrong checksum forced a resync too"
     assert source.stats.malformed >= 2, "truncated update and garbage were counted, not fatal"
     assert source.stats.unknown >= 1
+    assert source.stats.venue_errors == 1, "the venue's error reply was counted, and the stream went on"
     if venue == "binance":  # trades made while the socket was down came back from REST, in place
         assert fake.offline_ids and source.backfill.recovered == len(fake.offline_ids)
 

@@ -60,6 +60,7 @@ class FeedStats:
     frames: int = 0
     malformed: int = 0
     unknown: int = 0
+    venue_errors: int = 0  # error replies from the venue (a refused subscription, a rate limit)
     reconnects: int = 0
     resyncs: int = 0
     last_error: str = ""
@@ -71,6 +72,7 @@ class FeedStats:
             "frames": self.frames,
             "malformed_frames": self.malformed,
             "unknown_frames": self.unknown,
+            "venue_errors": self.venue_errors,
             "reconnects": self.reconnects,
             "resyncs": self.resyncs,
             "last_error": self.last_error,

@@ -69,6 +69,7 @@ class VenueSource:
         if event.kind == "unknown":
             self.stats.unknown += 1
         elif event.kind == "error":
+            self.stats.venue_errors += 1
             self.stats.last_error = event.message
             log.warning("%s: %s", self.name, event.message)
         elif event.kind == "notice":

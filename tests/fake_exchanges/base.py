@@ -7,6 +7,7 @@ id, trade ids. The ``Player`` walks a ``script`` of steps, each sent to whicheve
     gap        a book update applied but never sent (the client must notice the sequence gap)
     malformed  a book update sent truncated (unparseable: the next update shows the gap), then plain garbage
     unknown    a well-formed frame of an event type the client does not know
+    error      the venue's documented error reply (as to a bad request): recorded and logged, never fatal
     checksum   (OKX) a book update whose checksum is wrong
     badlevel   a well-formed book update with a level whose price is not a number
     drop       close every connection; wait for the client to reconnect and subscribe (a venue whose REST API
@@ -28,6 +29,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 RECONNECT_TIMEOUT = 15.0
+ERROR_MESSAGE = "Requests too frequent."  # what the ``error`` step's reply says, whatever the venue's framing
 
 
 @dataclass
@@ -202,6 +204,8 @@ class FakeExchange:
                     await self.send(self.book_kind, "}{ not json")
             elif step == "unknown":
                 await self.send_unknown(market)
+            elif step == "error":
+                await self.send_error()
             elif step == "quiet":
                 for _ in range(int(self.quiet_seconds / 0.2)):
                     for ws in list(self.conns.values()):
@@ -236,6 +240,9 @@ class FakeExchange:
         raise NotImplementedError
 
     async def send_unknown(self, market: Market) -> None:
+        raise NotImplementedError
+
+    async def send_error(self) -> None:
         raise NotImplementedError
 
     # -- expectations ----------------------------------------------------------------------------------------

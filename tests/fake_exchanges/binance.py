@@ -11,7 +11,7 @@ from functools import partial
 
 from aiohttp import web
 
-from fake_exchanges.base import FakeExchange, Market, SentTrade, garbage_reply, lots_str, price_str
+from fake_exchanges.base import ERROR_MESSAGE, FakeExchange, Market, SentTrade, garbage_reply, lots_str, price_str
 
 
 class FakeBinance(FakeExchange):
@@ -99,6 +99,9 @@ class FakeBinance(FakeExchange):
                 "a": price_str(best_ask), "A": lots_str(market.asks[best_ask]),
             }  # fmt: skip
             await self.send("public", json.dumps(ticker))
+
+    async def send_error(self) -> None:
+        await self.send("market", json.dumps({"code": 2, "msg": ERROR_MESSAGE, "id": 99}))
 
     async def send_unknown(self, market: Market) -> None:
         frame = {"e": "markPriceUpdate", "E": self.clock_ms, "s": market.symbol, "p": "2500.00", "r": "0.0001"}

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from fake_exchanges.base import FakeExchange, Market, SentTrade, garbage_reply
+from fake_exchanges.base import ERROR_MESSAGE, FakeExchange, Market, SentTrade, garbage_reply
 
 PRICE_E9_PER_TICK = 10_000_000  # a tick is 0.01
 SIZE_E9_PER_LOT = 1_000_000  # a lot is 0.001
@@ -93,6 +93,9 @@ class FakeBluefin(FakeExchange):
             "closeTime24hrAtMillis": ms, "openTime24hrAtMillis": ms, "firstId24hr": 0, "lastId24hr": 0,
             "count24hr": "123456", "priceChange24hrE9": "0", "priceChangePercent24hrE9": "0", "updatedAtMillis": ms,
         }  # fmt: skip
+
+    async def send_error(self) -> None:
+        await self.send("ws", json.dumps({"success": False, "message": ERROR_MESSAGE}))
 
     async def send_unknown(self, market: Market) -> None:
         payload = {"symbol": market.symbol, "priceE9": "2500000000000", "updatedAtMillis": self.clock_ms}

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from fake_exchanges.base import FakeExchange, Market, SentTrade, price_str
+from fake_exchanges.base import ERROR_MESSAGE, FakeExchange, Market, SentTrade, price_str
 
 CONTRACT_VALUES = {"ETH-USDT-SWAP": "0.1", "BTC-USDT-SWAP": "0.01"}
 
@@ -110,6 +110,10 @@ class FakeOkx(FakeExchange):
             }  # fmt: skip
             arg = {"channel": "tickers", "instId": market.symbol}
             await self.send("ws", json.dumps({"arg": arg, "data": [ticker]}))
+
+    async def send_error(self) -> None:
+        frame = {"event": "error", "code": "60014", "msg": ERROR_MESSAGE, "connId": "a4d3ae55"}
+        await self.send("ws", json.dumps(frame))
 
     async def send_unknown(self, market: Market) -> None:
         item = {"instType": "SWAP", "instId": market.symbol, "markPx": "2500.1", "ts": str(self.clock_ms)}
