@@ -1,8 +1,9 @@
 """What the exchange sources (Binance, OKX, Bluefin) share: symbols, settings, counters, the frame-to-events glue.
 
 Each source parses its venue's frames into market events and control messages; a few event types need the
-source's own handling first (book deltas go through a book, Binance trades through the backfill). ``on_frame``
-routes those by type and publishes the rest as they are, one batch per frame.
+source's own handling first (book deltas go through a book, Binance trades through the backfill). The
+``on_frame`` that ``frame_handler`` builds routes those by type and publishes the rest as they are, one batch
+per frame.
 """
 
 from __future__ import annotations
