@@ -31,12 +31,12 @@ from bluefin_service.store import (
     TickQuery,
     TickRow,
     parse_timestamp,
-    payload_rows,
     row_message,
     seq_row,
 )
 from bluefin_service.store.aggregate import parse_interval
 from bluefin_service.store.history_candles import HistoryCandles
+from bluefin_service.store.recorder import pending_rows
 from marketdata.protocol import ProtocolError, normalize_symbol
 
 if TYPE_CHECKING:
@@ -155,11 +155,10 @@ async def _pending(service: StreamingService, symbol: str) -> list[TickRow]:
     recorder = service.recorder
     if recorder is None:
         return []
-    messages = recorder.pending_messages(symbol)
-    if not messages:
+    pending = recorder.pending_blocks(symbol)
+    if not pending:
         return []
-    rows, _bad = await asyncio.to_thread(payload_rows, messages)
-    return rows
+    return await asyncio.to_thread(pending_rows, pending)
 
 
 def _merge_pending(stored: list[TickRow], pending: list[TickRow], q: TickQuery) -> list[TickRow]:

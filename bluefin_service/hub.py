@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 REPLAY_ALLOWANCE_FACTOR = 8
 
 SlowPolicy = Literal["close", "latest"]
-MessageListener = Callable[[str, int, bytes], None]
+TickListener = Callable[[MarketEvent, int], None]  # (event, its seq), called as it is published
 
 
 class Transport(Protocol):
@@ -135,7 +135,7 @@ class Hub:
         self.channels: dict[str, Channel] = {s: Channel(s, self._new_ring(s)) for s in symbols}
         self.connections: dict[Connection, None] = {}
         self.stats = HubStats()
-        self.listeners: list[MessageListener] = []
+        self.tick_listeners: list[TickListener] = []
         self._dirty: list[Connection] = []
         self._flush_handle: asyncio.Handle | None = None
 
@@ -147,6 +147,8 @@ class Hub:
             channel = self.channels[event.symbol] = Channel(event.symbol, self._new_ring(event.symbol))
         seq = channel.ring.head + 1
         self._fan_out(channel, seq, encode(market_message(event, seq)))
+        for listener in self.tick_listeners:
+            listener(event, seq)
         return seq
 
     def ensure_channel(self, key: str) -> Channel:
@@ -170,8 +172,6 @@ class Hub:
         channel.ring.append(seq, payload)
         stats = self.stats
         stats.messages_published += 1
-        for listener in self.listeners:
-            listener(channel.symbol, seq, payload)
         if channel.groups:
             dirty = self._dirty
             for codec, group in channel.groups.items():

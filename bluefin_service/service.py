@@ -96,7 +96,7 @@ class StreamingService:
         self.recorder: Recorder | None = None
         if settings.record and settings.source_name != "replay":  # replaying into the same store would duplicate it
             self.recorder = _build_recorder(settings, self.store)
-            self.hub.listeners.append(self.recorder.record)
+            self.hub.tick_listeners.append(self.recorder.record)
         self.started_at = time.time()
         self.version = __version__
         self._source_task: asyncio.Task[None] | None = None

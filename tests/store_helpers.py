@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import sqlite3
 import uuid
 from collections.abc import Coroutine, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
+import numpy as np
 import pytest
 
 from bluefin_service.store import PRICE_UPDATE, TRADE, TickRow
+from marketdata.tick_blocks import BLOCK_COLUMNS, Block, block_rows
 
 PG_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 T = TypeVar("T")
@@ -76,3 +80,38 @@ def make_rows(symbol: str, count: int, start_ts: float = 1_700_000_000.0, step: 
         else:
             rows.append(TickRow(symbol, ts, i + 1, PRICE_UPDATE, price, 1000.0 + i, None, None))
     return rows
+
+
+def stored_rows(db: Path) -> dict[str, dict[int, tuple[Any, ...]]]:
+    """symbol -> seq -> row tuple, decoded straight from a SQLite store file's blocks (read-only)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        result: dict[str, dict[int, tuple[Any, ...]]] = {}
+        sql = f"SELECT {BLOCK_COLUMNS} FROM tick_blocks"
+        for row in conn.execute(sql):
+            for tick in block_rows(Block(*row))[0]:
+                assert tick[2] not in result.get(tick[0], {}), f"seq {tick[2]} of {tick[0]} stored twice"
+                result.setdefault(tick[0], {})[tick[2]] = tick
+        return result
+    finally:
+        conn.close()
+
+
+def spoil_block(
+    conn: sqlite3.Connection, first_seq: int, prices: dict[int, float] | None = None, bad_flags: tuple[int, ...] = ()
+) -> None:
+    """Edit one stored block behind the store's back: set prices, and give ticks a flag no writer produces
+    (keeping the trade bit, so the block's trade-id count still agrees). Indexes are positions in the block."""
+    price_blob, flag_blob = conn.execute(
+        "SELECT prices, flags FROM tick_blocks WHERE first_seq = ?", (first_seq,)
+    ).fetchone()
+    price_values = np.frombuffer(price_blob, "<f8").copy()
+    for index, price in (prices or {}).items():
+        price_values[index] = price
+    flags = bytearray(flag_blob)
+    for index in bad_flags:
+        flags[index] = 5 if flags[index] & 1 else 2
+    conn.execute(
+        "UPDATE tick_blocks SET prices = ?, flags = ? WHERE first_seq = ?",
+        (price_values.tobytes(), bytes(flags), first_seq),
+    )

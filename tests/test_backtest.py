@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import shutil
 import sqlite3
 import sys
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from store_helpers import spoil_block, stored_rows
 from svc_helpers import wait_for_status
 
 from bluefin_service.store import PRICE_UPDATE, TRADE, TickRow, open_store
@@ -68,8 +70,7 @@ def position_events(journal: Path) -> list[dict[str, Any]]:
 
 
 def store_count(path: Path) -> int:
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-        return int(conn.execute("SELECT count(*) FROM ticks WHERE symbol = 'ETH-PERP'").fetchone()[0])
+    return len(stored_rows(path).get("ETH-PERP", {}))
 
 
 async def test_backtest_equals_the_replay_streamed_through_service_websocket_and_client(
@@ -256,17 +257,21 @@ async def test_unreadable_sources_exit_2(tmp_path: Path, capsys: Any) -> None:
 
 
 async def test_invalid_rows_in_the_store_are_skipped_and_counted(tmp_path: Path, capsys: Any) -> None:
-    store = await write_store(tmp_path / "ticks.db", synthetic_rows(600))
+    rows = synthetic_rows(600)
+    store = tmp_path / "ticks.db"
+    for i in range(0, 600, 100):  # six blocks of 100
+        await write_store(store, rows[i : i + 100])
     with sqlite3.connect(store) as conn:  # what the service's writer would never store, written behind its back
-        for seq, change in ((11, "price = 'abc'"), (13, "price = -5"), (15, "side = 'sideways'"), (17, "kind = 'x'")):
-            conn.execute(f"UPDATE ticks SET {change} WHERE seq = ?", (seq,))
+        spoil_block(conn, 1, prices={12: -5.0, 16: math.nan}, bad_flags=(14,))  # seqs 13, 17 and 15
+        conn.execute("UPDATE tick_blocks SET trade_ids = x'c1ff00' WHERE first_seq = 201")  # a torn block: 100 ticks
+        conn.execute("UPDATE tick_blocks SET stamps = x'00' WHERE first_seq = 301")  # columns that disagree: 100
     journal = tmp_path / "j.jsonl"
     code = await asyncio.to_thread(
         run_cli, "--store", str(store), "--start", "1700000000", "--end", "1700000060", "--journal", str(journal)
     )
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "596 ticks" in out and "4 invalid ticks skipped" in out
+    assert "397 ticks" in out and "203 invalid ticks skipped" in out
     assert (tmp_path / "j_equity.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from store_helpers import make_rows, pg_url  # noqa: F401 - pg_url is a fixture
 
-from bluefin_service.store import Store, StoreError, TickQuery, open_store, payload_rows, row_event, row_message
-from marketdata.protocol import encode, market_message
+from bluefin_service.store import Store, StoreError, TickQuery, event_row, open_store, row_event, row_message
+from marketdata.protocol import market_message
 
 SYMBOL = "ETH-PERP"
 
@@ -88,19 +88,13 @@ async def test_retention_by_age_and_by_size(store: Store) -> None:
         assert newest[0].ts == pytest.approx(2_000_000.0 + 19_999 * 0.01)  # the newest survive
 
 
-async def test_wire_payloads_round_trip_and_garbage_is_counted(store: Store) -> None:
+async def test_published_events_round_trip_to_wire_messages(store: Store) -> None:
     rows = make_rows(SYMBOL, 6)
-    payloads = [encode(market_message(row_event(row), row.seq)) for row in rows]
-    garbage = [
-        b'{"type":"trade","symbol":"ETH-PERP","timestamp":"soon"}',
-        b'{"type":"price_update",\xff\xfe',
-        b'{"type":"candle","symbol":"ETH-PERP"}',  # not a tick: skipped, not an error
-    ]
-    decoded, bad = payload_rows(payloads[:3] + garbage + payloads[3:])
-    assert decoded == rows and bad == 2
-    await store.write(decoded)
+    events = [row_event(row) for row in rows]
+    await store.write([event_row(event, row.seq) for event, row in zip(events, rows, strict=True)])
     stored = await store.ticks(TickQuery(SYMBOL, start=0))
-    assert [row_message(row) for row in stored] == [market_message(row_event(r), r.seq) for r in rows]
+    assert stored == rows
+    assert [row_message(row) for row in stored] == [market_message(e, r.seq) for e, r in zip(events, rows, strict=True)]
 
 
 async def test_bad_urls_say_what_to_use(tmp_path: Path) -> None:

@@ -6,12 +6,13 @@ import math
 import sqlite3
 from pathlib import Path
 
+from store_helpers import spoil_block
+
 from bluefin_service.sources.mock import MockMarket
-from bluefin_service.store import TickRow, open_store, payload_tuples, row_message
+from bluefin_service.store import event_row, open_store
 from bluefin_service.store.history_candles import HistoryCandles
 from bluefin_service.store.sqlite import SqliteStore
 from marketdata.candles import Candle, CandleEngine, to_candle_data
-from marketdata.protocol import encode
 from marketdata.ticks import MarketEvent, Trade
 
 LIVE_INTERVALS = [1, 5, 15, 30, 45, 60]
@@ -48,18 +49,8 @@ async def stored(tmp_path: Path, events: list[MarketEvent]) -> SqliteStore:
     store = open_store(f"sqlite:///{tmp_path / 'ticks.db'}")
     assert isinstance(store, SqliteStore)
     await store.open()
-    rows, bad = payload_tuples(encode(message_of(event, seq)) for seq, event in enumerate(events, 1))
-    assert bad == 0
-    await store.write(rows)  # type: ignore[arg-type]
+    await store.write([event_row(event, seq) for seq, event in enumerate(events, 1)])
     return store
-
-
-def message_of(event: MarketEvent, seq: int) -> object:
-    if type(event) is Trade:
-        row = TickRow(event.symbol, event.timestamp, seq, "trade", event.price, event.size, event.side, event.trade_id)
-    else:
-        row = TickRow(event.symbol, event.timestamp, seq, "price_update", event.price, event.volume, None, None)
-    return row_message(row)
 
 
 async def history(store: SqliteStore, interval: int, first: float, count: int, now: float) -> list:
@@ -109,26 +100,9 @@ async def test_garbage_rows_in_the_store_are_skipped_not_fatal(tmp_path: Path) -
     events = market(6.0)
     store = await stored(tmp_path, events)
     with sqlite3.connect(store.path) as conn:  # what a hand-edited or damaged file may hold
-        for seq, change in ((11, "price = 'abc'"), (13, "price = -5"), (15, "side = 'sideways'"), (17, "kind = 'x'")):
-            conn.execute(f"UPDATE ticks SET {change} WHERE seq = ?", (seq,))
+        spoil_block(conn, 1, prices={10: math.nan, 12: -5.0, 16: math.inf}, bad_flags=(14,))  # seqs 11-17
+        conn.execute("UPDATE tick_blocks SET trade_ids = x'c1' WHERE first_seq > 1")  # and the later blocks torn
     first = math.floor(START)
     candles = await history(store, 1, first, 5, now=START + 100)
     assert len(candles) == 5 and all(c.final and c.low > 0 for c in candles)
     await store.close()
-
-
-def test_payload_decoding_counts_garbage_and_skips_what_is_not_a_tick() -> None:
-    good = (
-        b'{"type":"trade","symbol":"ETH-PERP","timestamp":1.5,'
-        b'"data":{"price":2.0,"size":1.0,"side":"buy","trade_id":"a"},"seq":3}'
-    )
-    garbage = [
-        b'{"type":"trade"',  # cut short
-        b'{"type":"trade","symbol":"ETH-PERP","timestamp":"soon","data":{"price":1},"seq":1}',
-        b'{"type":"price_update","symbol":"ETH-PERP","timestamp":1.0,"data":{},"seq":1}',  # no price
-        b'{"type":"trade"\xff\xfe',
-    ]
-    not_ticks = [b"", b"\x00\x01", b'{"type":"candle","symbol":"ETH-PERP"}', b"[1,2,3]"]
-    rows, bad = payload_tuples([good, *garbage, *not_ticks])
-    assert rows == [("ETH-PERP", 1.5, 3, "trade", 2.0, 1.0, "buy", "a")]
-    assert bad == len(garbage)

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 from bluefin_service.hub import Hub
-from bluefin_service.store import TickQuery, open_store, payload_rows
-from bluefin_service.store.recorder import Recorder
+from bluefin_service.store import TickQuery, open_store
+from bluefin_service.store.recorder import Recorder, pending_rows
 from marketdata.ticks import PriceUpdate, Trade
 
 
@@ -23,7 +23,7 @@ async def test_retention_by_age_runs_while_recording(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'ticks.db'}")
     recorder = Recorder(store, flush_interval=0.05, retention_age_seconds=3600, retention_check_seconds=0.05)
     hub = Hub(["ETH-PERP"])
-    hub.listeners.append(recorder.record)
+    hub.tick_listeners.append(recorder.record)
     recorder.start()
     now = time.time()
     hub.publish_batch([PriceUpdate("ETH-PERP", now - 7200 + i, 2500.0, 1.0) for i in range(100)])  # two hours old
@@ -42,7 +42,7 @@ async def test_a_failing_store_keeps_the_newest_within_the_bound(tmp_path: Path)
     store = open_store(f"sqlite:///{blocker / 'ticks.db'}")
     recorder = Recorder(store, flush_interval=0.05, max_buffered=1000)
     hub = Hub(["ETH-PERP"])
-    hub.listeners.append(recorder.record)
+    hub.tick_listeners.append(recorder.record)
     recorder.start()
     hub.publish_batch([PriceUpdate("ETH-PERP", 1e9 + i, 2500.0, 1.0) for i in range(300)])
     await wait_until(lambda: recorder.stats.failures >= 1)  # the first batch (300) is now held for retry
@@ -50,6 +50,6 @@ async def test_a_failing_store_keeps_the_newest_within_the_bound(tmp_path: Path)
     status = recorder.status()
     assert status["state"] == "failing" and "Error" in str(status["last_error"])
     assert status["dropped"] == 4000 and status["buffered"] == 1300  # bound + the batch being retried
-    pending, _bad = payload_rows(recorder.pending_messages("ETH-PERP"))
+    pending = pending_rows(recorder.pending_blocks("ETH-PERP"))
     assert [row.seq for row in pending][300:] == list(range(4301, 5301))  # the newest are kept
     await recorder.stop(drain_seconds=0.5)

@@ -1,4 +1,4 @@
-"""The default store: one SQLite file (WAL), written in batches from a worker thread.
+"""The default store: one SQLite file (WAL) of per-symbol tick blocks (``sqlite_blocks.py``), written in batches.
 
 One writer connection (the recorder serializes its calls) and one read connection per worker thread, so
 HTTP reads never wait for a write (WAL readers see the last committed batch). A committed batch survives a
@@ -8,36 +8,22 @@ HTTP reads never wait for a write (WAL readers see the last committed batch). A 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Iterable
+import time
+from collections.abc import AsyncIterator
+from itertools import islice
 from pathlib import Path
 
-from bluefin_service.store import SCHEMA_VERSION, SeqRow, Store, StoreError, TickQuery, TickRow
+from bluefin_service.store import COLUMNS, SeqRow, Store, StoreError, TickQuery, TickRow
+from bluefin_service.store import sqlite_blocks as blocks
 from bluefin_service.store.aggregate import TickColumns
+from marketdata.tick_blocks import TRADE, Block
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS ticks (
-    symbol TEXT NOT NULL,
-    ts REAL NOT NULL,
-    seq INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    price REAL NOT NULL,
-    size REAL NOT NULL,
-    side TEXT,
-    trade_id TEXT,
-    PRIMARY KEY (symbol, ts, seq)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS ticks_by_seq ON ticks (symbol, seq);
-"""
-_INSERT = "INSERT OR IGNORE INTO ticks VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-_SELECT = "SELECT symbol, ts, seq, kind, price, size, side, trade_id FROM ticks"
-_SYMBOLS = """
-WITH RECURSIVE s(symbol) AS (
-    SELECT min(symbol) FROM ticks
-    UNION ALL SELECT (SELECT min(symbol) FROM ticks WHERE symbol > s.symbol) FROM s WHERE s.symbol IS NOT NULL
-) SELECT symbol FROM s WHERE symbol IS NOT NULL
-"""
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 2  # 1: one row per tick in `ticks`; 2: per-symbol blocks in `tick_blocks` (migrated at open)
 
 
 def sqlite_path(url: str) -> Path:
@@ -80,7 +66,9 @@ class SqliteStore(Store):
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
                 if version > SCHEMA_VERSION:
                     raise StoreError(f"{self.path}: schema version {version} is newer than this code's")
-                conn.executescript(_SCHEMA)
+                conn.executescript(blocks.SCHEMA)
+                if _has_table(conn, "ticks"):
+                    _migrate_rows_to_blocks(conn, self.path)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             except BaseException:
                 conn.close()
@@ -119,19 +107,15 @@ class SqliteStore(Store):
         self._local = threading.local()
 
     # -- writing ---------------------------------------------------------------------------------------------
-    def write_sync(self, rows: Iterable[list[TickRow]] | list[TickRow]) -> None:
-        """One transaction. ``rows`` may also be an iterable of row lists (chunks decoded while this inserts)."""
+    def write_blocks_sync(self, new_blocks: list[Block]) -> None:
+        """Store blocks in one transaction (ticks already stored, by seq, are left out)."""
         with self._write_lock:
             conn = self._writer
             if conn is None:
                 raise StoreError(f"store {self.path} is not open")
             conn.execute("BEGIN IMMEDIATE")
             try:
-                if isinstance(rows, list) and (not rows or isinstance(rows[0], tuple)):
-                    conn.executemany(_INSERT, rows)
-                else:
-                    for chunk in rows:
-                        conn.executemany(_INSERT, chunk)
+                blocks.insert_blocks(conn, new_blocks)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -139,25 +123,28 @@ class SqliteStore(Store):
                 raise
 
     async def write(self, rows: list[TickRow]) -> None:
-        await asyncio.to_thread(self.write_sync, rows)
+        await asyncio.to_thread(lambda: self.write_blocks_sync(blocks.blocks_from_rows(rows)))
 
     # -- reading ---------------------------------------------------------------------------------------------
-    def _fetch(self, sql: str, params: tuple[object, ...]) -> list[TickRow]:
-        return [TickRow(*row) for row in self._reader().execute(sql, params).fetchall()]
-
     def _ticks_sync(self, q: TickQuery) -> list[TickRow]:
-        where, params = _where(q.symbol, q.start, q.end)
-        if q.kind is not None:
-            where += " AND kind = ?"
-            params.append(q.kind)
+        conn = self._reader()
         if q.after_seq is not None:
-            sql = f"{_SELECT} WHERE {where} AND seq > ? ORDER BY seq, ts LIMIT ?"
-            return self._fetch(sql, (*params, q.after_seq, q.limit))
-        if q.start is None:  # no lower bound: the newest `limit` rows
-            rows = self._fetch(f"{_SELECT} WHERE {where} ORDER BY ts DESC, seq DESC LIMIT ?", (*params, q.limit))
-            rows.reverse()
-            return rows
-        return self._fetch(f"{_SELECT} WHERE {where} ORDER BY ts, seq LIMIT ?", (*params, q.limit))
+            found = blocks.rows_by_seq(conn, q.symbol, q.after_seq, q.start, q.end)
+        elif q.start is None and q.kind is None:  # no lower bound: the newest `limit` rows
+            return [TickRow._make(row) for row in blocks.newest_rows(conn, q.symbol, q.end, q.limit)]
+        elif q.start is None:  # the newest `limit` of one kind: widen the newest window until it holds enough
+            scan = q.limit * 2
+            while True:
+                newest = blocks.newest_rows(conn, q.symbol, q.end, scan)
+                kept = [row for row in newest if row[3] == q.kind]
+                if len(kept) >= q.limit or len(newest) < scan:
+                    return [TickRow._make(row) for row in kept[-q.limit :]]
+                scan *= 4
+        else:
+            found = blocks.rows_by_time(conn, q.symbol, q.start, q.end)
+        if q.kind is not None:
+            found = (row for row in found if row[3] == q.kind)
+        return [TickRow._make(row) for row in islice(found, q.limit)]
 
     async def ticks(self, query: TickQuery) -> list[TickRow]:
         return await asyncio.to_thread(self._ticks_sync, query)
@@ -165,22 +152,19 @@ class SqliteStore(Store):
     async def _page(
         self, symbol: str, start: float | None, end: float | None, cursor: tuple[float, int] | None, limit: int
     ) -> list[TickRow]:
-        where, params = _where(symbol, start, end)
-        if cursor is not None:
-            where += " AND (ts > ? OR (ts = ? AND seq > ?))"
-            params += [cursor[0], cursor[0], cursor[1]]
-        sql = f"{_SELECT} WHERE {where} ORDER BY ts, seq LIMIT ?"
-        return await asyncio.to_thread(self._fetch, sql, (*params, limit))
+        def run() -> list[TickRow]:
+            found = blocks.rows_by_time(self._reader(), symbol, start, end, cursor)
+            return [TickRow._make(row) for row in islice(found, limit)]
+
+        return await asyncio.to_thread(run)
 
     async def range_columns(self, symbol: str, start: float | None, end: float | None) -> TickColumns:
         """The whole range as columns, built in the worker thread from plain tuples (no row objects)."""
-        where, params = _where(symbol, start, end)
 
         def run() -> TickColumns:
             columns = TickColumns()
-            cursor = self._reader().execute(f"{_SELECT} WHERE {where} ORDER BY ts, seq", params)
-            while chunk := cursor.fetchmany(50_000):
-                columns.add(chunk)
+            for chunk in blocks.page(blocks.rows_by_time(self._reader(), symbol, start, end), 50_000):
+                columns.add(chunk)  # type: ignore[arg-type]
             return columns
 
         return await asyncio.to_thread(run)
@@ -188,44 +172,31 @@ class SqliteStore(Store):
     async def iter_seq_pages(
         self, symbol: str, start: float | None, end: float | None, page: int = 50_000
     ) -> AsyncIterator[list[SeqRow]]:
-        """The range in seq order: SQLite finds it by the (symbol, ts) key and sorts by seq (spilling to a temp
-        file if large), and the rows come out a page at a time, so memory stays bounded."""
-        where, params = _where(symbol, start, end)
-        # 0/1 instead of the kind and side strings: small ints are shared objects, strings are built per row
-        sql = (
-            "SELECT ts, seq, kind = 'trade', price, size, side = 'buy', trade_id "
-            f"FROM ticks WHERE {where} ORDER BY seq, ts"
-        )
-        conn = self._connect()  # its own connection: the cursor stays open across awaits and threads
+        """The range in seq order, a page at a time from one cursor over the blocks (bounded memory)."""
+        conn = self._connect()  # its own connection: the scan stays open across awaits and threads
         try:
-            cursor = await asyncio.to_thread(conn.execute, sql, params)
-            while rows := await asyncio.to_thread(cursor.fetchmany, page):
-                yield rows
+            pages = blocks.page(blocks.rows_in_seq_order(conn, symbol, start, end), page)
+            while rows := await asyncio.to_thread(next, pages, None):
+                yield [_seq_row(row) for row in rows]
         finally:
             conn.close()
 
     async def last_before(self, symbol: str, ts: float) -> TickRow | None:
-        sql = f"{_SELECT} WHERE symbol = ? AND ts < ? ORDER BY ts DESC, seq DESC LIMIT 1"
-        rows = await asyncio.to_thread(self._fetch, sql, (symbol, ts))
-        return rows[0] if rows else None
+        rows = await asyncio.to_thread(lambda: blocks.newest_rows(self._reader(), symbol, ts, 1))
+        return TickRow._make(rows[0]) if rows else None
 
     async def last_seq(self, symbol: str) -> int:
         def run() -> int:
-            row = self._reader().execute("SELECT MAX(seq) FROM ticks WHERE symbol = ?", (symbol,)).fetchone()
-            return int(row[0] or 0)
+            sql = "SELECT max(last_seq) FROM tick_blocks WHERE symbol = ?"
+            return int(self._reader().execute(sql, (symbol,)).fetchone()[0] or 0)
 
         return await asyncio.to_thread(run)
 
     async def count(self, symbol: str, start: float | None, end: float | None) -> int:
-        where, params = _where(symbol, start, end)
-
-        def run() -> int:
-            return int(self._reader().execute(f"SELECT count(*) FROM ticks WHERE {where}", params).fetchone()[0])
-
-        return await asyncio.to_thread(run)
+        return await asyncio.to_thread(lambda: blocks.count_rows(self._reader(), symbol, start, end))
 
     async def symbols(self) -> list[str]:
-        return await asyncio.to_thread(lambda: [row[0] for row in self._reader().execute(_SYMBOLS)])
+        return await asyncio.to_thread(lambda: [row[0] for row in self._reader().execute(blocks.SYMBOLS)])
 
     # -- retention ---------------------------------------------------------------------------------------------
     def _used_bytes(self, conn: sqlite3.Connection) -> int:
@@ -241,7 +212,7 @@ class SqliteStore(Store):
             conn = self._writer
             if conn is None:
                 raise StoreError(f"store {self.path} is not open")
-            symbols = [row[0] for row in conn.execute(_SYMBOLS)]
+            symbols = [row[0] for row in conn.execute(blocks.SYMBOLS)]
             deleted = 0
             if max_age is not None:
                 deleted += _delete_before(conn, symbols, now - max_age)
@@ -252,7 +223,7 @@ class SqliteStore(Store):
                 if used <= max_bytes:
                     break
                 bounds = [
-                    conn.execute("SELECT min(ts), max(ts) FROM ticks WHERE symbol = ?", (s,)).fetchone()
+                    conn.execute("SELECT min(ts_min), max(ts_max) FROM tick_blocks WHERE symbol = ?", (s,)).fetchone()
                     for s in symbols
                 ]
                 lows = [b[0] for b in bounds if b[0] is not None]
@@ -271,27 +242,55 @@ class SqliteStore(Store):
         return await asyncio.to_thread(self._retention_sync, max_age_seconds, max_bytes, now)
 
 
-def _where(symbol: str, start: float | None, end: float | None) -> tuple[str, list[object]]:
-    where = "symbol = ?"
-    params: list[object] = [symbol]
-    if start is not None:
-        where += " AND ts >= ?"
-        params.append(start)
-    if end is not None:
-        where += " AND ts < ?"
-        params.append(end)
-    return where, params
+def _seq_row(row: tuple[object, ...]) -> SeqRow:
+    side = row[6]
+    return (row[1], row[2], row[3] == TRADE, row[4], row[5], None if side is None else side == "buy", row[7])  # type: ignore[return-value]
 
 
 def _delete_before(conn: sqlite3.Connection, symbols: list[str], cutoff: float) -> int:
     conn.execute("BEGIN IMMEDIATE")
     try:
-        deleted = sum(
-            conn.execute("DELETE FROM ticks WHERE symbol = ? AND ts < ?", (s, cutoff)).rowcount for s in symbols
-        )
+        deleted = sum(blocks.delete_before(conn, symbol, cutoff) for symbol in symbols)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
     return deleted
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+
+def _migrate_rows_to_blocks(conn: sqlite3.Connection, path: Path) -> None:
+    """Schema 1 -> 2: move the one-row-per-tick ``ticks`` table into blocks, a symbol at a time, in one
+    transaction (an interrupted migration leaves the file as it was and runs again at the next start)."""
+    started = time.monotonic()
+    moved = 0
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        symbols = [row[0] for row in conn.execute(_V1_SYMBOLS)]
+        for symbol in symbols:
+            cursor = conn.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM ticks WHERE symbol = ? ORDER BY seq, ts", (symbol,)
+            )
+            while rows := cursor.fetchmany(blocks.BLOCK_TICKS * 10):
+                blocks.insert_blocks(conn, blocks.blocks_from_rows(rows))
+                moved += len(rows)
+        conn.execute("DROP TABLE ticks")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    log.warning("store %s: moved %d recorded ticks of %d symbols to the block layout in %.1f s",
+                path, moved, len(symbols), time.monotonic() - started)  # fmt: skip
+
+
+_V1_SYMBOLS = """
+WITH RECURSIVE s(symbol) AS (
+    SELECT min(symbol) FROM ticks
+    UNION ALL SELECT (SELECT min(symbol) FROM ticks WHERE symbol > s.symbol) FROM s WHERE s.symbol IS NOT NULL
+) SELECT symbol FROM s WHERE symbol IS NOT NULL
+"""

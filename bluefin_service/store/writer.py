@@ -1,20 +1,21 @@
-"""The recorder's writer process: decodes and stores batches outside the service's interpreter.
+"""The recorder's writer process: stores batches outside the service's interpreter.
 
-Decoding and inserting 100,000 ticks/s is about half a core of Python; in a thread of the service it would
-take that from the fan-out under the GIL (measured: fan-out p99 25x worse at 100k ticks/s). In a child
-process it costs the service only the copy of each batch into a pipe, which runs on the event loop a chunk of
-payloads at a time (the recorder keeps them in chunks) through a non-blocking pipe, yielding between chunks
-(from a worker thread instead, the join over a whole batch held the GIL, and the loop waited for it: p99 at 50k
-ticks/s 1.28 ms vs 0.61 ms).
+Storing runs in a child process so that the database's own work (page writes, checkpoints, fsyncs; for
+PostgreSQL, building the COPY rows) never holds the service's GIL: when it decoded and inserted one row per tick
+in a thread of the service, fan-out p99 was 25x worse at 100k ticks/s. The service's part is encoding each
+chunk's events (MessagePack, in C) and copying it into a non-blocking pipe, on the event loop a chunk at a time,
+yielding between chunks (from a worker thread instead, the join over a whole batch held the GIL, and the loop
+waited for it: p99 at 50k ticks/s 1.28 ms vs 0.61 ms).
 
 The child leaves the service's process group (a Ctrl-C or group signal must not kill it before the final flush)
 but stays in its session, at nice 19. Under the kernel's autogroup scheduling every session is a CPU group of
 equal weight whatever its nice value, so a child in a session of its own got as much CPU as the whole service
 whenever it decoded a batch: fan-out p99 4.4x worse at 50k ticks/s (0.85 -> 3.75 ms).
 
-Pipe protocol (child's stdin/stdout): parent -> child, per batch, chunks of ``!I`` length + wire payloads joined
-with ``\\n`` (the JSON encoder never emits a raw newline), ended by a zero length; child -> parent one JSON line
-per batch, ``{"stored": n, "undecodable": m}`` or ``{"error": "..."}``. The child opens the store on its first
+Pipe protocol (child's stdin/stdout): parent -> child, per batch, one frame per chunk (one symbol's ticks): a
+``!HII`` header (symbol bytes, ticks, trade-id bytes), the symbol, then the block's columns (seqs, timestamps,
+prices, sizes: 8 bytes a tick each; flags: 1; the trade ids), ended by an all-zero header; child -> parent one
+JSON line per batch, ``{"stored": n, "undecodable": m}`` or ``{"error": "..."}``. The child opens the store on its first
 batch (and again after a failure) and exits when its stdin closes, so a killed service never leaves it writing
 forever.
 """
@@ -30,12 +31,14 @@ import os
 import struct
 import sys
 
-from bluefin_service.store import StoreError, open_store, payload_tuples, redact
+from bluefin_service.store import StoreError, TickRow, open_store, redact
 from bluefin_service.store.sqlite import SqliteStore
+from marketdata.tick_blocks import Block, ChunkColumns, CorruptBlock, block_rows, make_block
 
 log = logging.getLogger(__name__)
 
-_HEADER = struct.Struct("!I")
+_HEADER = struct.Struct("!HII")
+_END = _HEADER.pack(0, 0, 0)
 REPLY_TIMEOUT = 120.0  # a batch is normally milliseconds; this only catches a hung database
 
 
@@ -73,8 +76,8 @@ class WriterProcess:
             self._proc, self._stdin, self._unread_replies = proc, write_end, 0
         return proc
 
-    async def write(self, chunks: list[list[bytes]]) -> int:
-        """Store one batch, given as chunks of payloads (all or nothing); returns how many could not be decoded."""
+    async def write(self, chunks: list[ChunkColumns]) -> int:
+        """Store one batch of chunks (all or nothing); returns how many ticks could not be stored as sent."""
         proc = await self._ensure()
         assert proc.stdout is not None and self._stdin is not None
         try:
@@ -136,14 +139,14 @@ class WriterProcess:
         await self._release_pipe()
 
 
-async def _send(fd: int, chunks: list[list[bytes]]) -> None:
+async def _send(fd: int, chunks: list[ChunkColumns]) -> None:
     """Write one batch a framed chunk at a time, yielding to the loop after each (and while the pipe is full)."""
     for chunk in chunks:
-        data = b"\n".join(chunk)
-        await _write_all(fd, _HEADER.pack(len(data)))  # apart from the data: prepending it would copy the chunk
-        await _write_all(fd, data)
+        symbol = chunk.symbol.encode()
+        columns = chunk.parts()
+        await _write_all(fd, b"".join((_HEADER.pack(len(symbol), len(chunk), len(columns[-1])), symbol, *columns)))
         await asyncio.sleep(0)
-    await _write_all(fd, _HEADER.pack(0))
+    await _write_all(fd, _END)
 
 
 async def _write_all(fd: int, data: bytes) -> None:
@@ -190,12 +193,22 @@ def _read_exact(stream: object, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def _read_batch(stream: object) -> list[bytes]:
-    """One batch's payloads: its chunks up to the zero-length end marker, each split at its newlines."""
-    payloads: list[bytes] = []
-    while size := _HEADER.unpack(_read_exact(stream, _HEADER.size))[0]:
-        payloads += _read_exact(stream, size).split(b"\n")
-    return payloads
+def _read_batch(stream: object) -> tuple[list[Block], int]:
+    """One batch's chunks as blocks, up to the end marker; returns (blocks, ticks that did not make a block)."""
+    blocks: list[Block] = []
+    bad = 0
+    while True:
+        symbol_size, n, ids_size = _HEADER.unpack(_read_exact(stream, _HEADER.size))
+        if not (symbol_size or n or ids_size):
+            return blocks, bad
+        symbol = _read_exact(stream, symbol_size).decode("utf-8", "replace")
+        columns = [_read_exact(stream, 8 * n) for _ in range(4)]  # seqs, stamps, prices, sizes
+        flags = _read_exact(stream, n)
+        trade_ids = _read_exact(stream, ids_size)
+        try:
+            blocks.append(make_block(symbol, *columns, flags, trade_ids))
+        except CorruptBlock:
+            bad += n
 
 
 async def _serve(url: str) -> None:
@@ -203,21 +216,27 @@ async def _serve(url: str) -> None:
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     while True:
         try:
-            payloads = await asyncio.to_thread(_read_batch, stdin)
+            blocks, bad = await asyncio.to_thread(_read_batch, stdin)
         except EOFError:
             break
         try:
             if not store.is_open:
                 await store.open()
-            # Decode, then insert, in this thread: a decode thread beside the insert costs more than it
-            # overlaps, since sqlite3 drops and retakes the GIL around every row (measured 1.5x slower).
-            rows, bad = payload_tuples(payloads)
             if isinstance(store, SqliteStore):
-                store.write_sync(rows)  # type: ignore[arg-type]
-            elif rows:
-                await store.write(rows)  # type: ignore[arg-type]
-            stored = len(rows)
-            reply = {"stored": stored, "undecodable": bad}
+                store.write_blocks_sync(blocks)  # as they came: the writer decodes nothing
+            else:
+                rows: list[TickRow] = []
+                for block in blocks:
+                    try:
+                        found, invalid = block_rows(block)
+                    except CorruptBlock:
+                        bad += block.n
+                        continue
+                    rows += map(TickRow._make, found)
+                    bad += invalid
+                if rows:
+                    await store.write(rows)
+            reply = {"stored": sum(block.n for block in blocks), "undecodable": bad}
         except Exception as exc:  # reported to the recorder, which logs, backs off and retries the batch
             reply = {"error": f"{type(exc).__name__}: {exc}"}
             if not isinstance(exc, StoreError):

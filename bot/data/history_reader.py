@@ -2,7 +2,8 @@
 
 Both readers yield pages of ``RecordedTick`` in ``seq`` order, the order the WebSocket delivered them, and keep at
 most one page in memory. The SQLite reader opens the file read-only (``mode=ro``), so a backtest can run beside a
-recording service; it reads the service's table layout with plain ``sqlite3`` and imports nothing of the service.
+recording service; it reads the store's tick blocks with plain ``sqlite3`` and ``marketdata.tick_blocks`` and
+imports nothing of the service. A block that does not decode counts its ticks as skipped.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -18,6 +19,7 @@ from typing import Any, NamedTuple
 import aiohttp
 
 from marketdata.errors import MarketDataError
+from marketdata.tick_blocks import BLOCK_COLUMNS, Block, CorruptBlock, block_arrays, block_rows
 
 PAGE = 5000
 _TRADE = "trade"
@@ -85,29 +87,60 @@ async def sqlite_pages(
 ) -> AsyncIterator[list[RecordedTick]]:
     """Pages of ``symbol``'s ticks with ``start <= ts < end`` from a store file, opened read-only."""
     conn = await asyncio.to_thread(_open_store, path, symbol)
-    sql = (
-        "SELECT ts, seq, kind, price, size, side, trade_id FROM ticks "
-        "WHERE symbol = ? AND ts >= ? AND ts < ? AND seq > ? ORDER BY seq, ts LIMIT ?"
-    )
-    after = -1
     try:
-        while True:
-            try:
-                rows = await asyncio.to_thread(
-                    lambda a=after: conn.execute(sql, (symbol, start, end, a, page)).fetchall()
-                )
-            except sqlite3.Error as exc:
-                raise BacktestError(f"cannot read the store {path}: {exc}") from None
-            if not rows:
-                return
-            after = int(rows[-1][1])
-            ticks = [t for t in (_tick(*row) for row in rows) if t is not None]
-            skipped.count += len(rows) - len(ticks)
+        pages = _block_pages(conn, path, symbol, start, end, skipped, page)
+        while ticks := await asyncio.to_thread(next, pages, None):
             yield ticks
-            if len(rows) < page:
-                return
     finally:
         conn.close()
+
+
+_SEQ_BOUNDS = (
+    "SELECT min(first_seq), max(last_seq) FROM tick_blocks WHERE symbol = ? AND ts_min >= ? AND ts_min < ? "
+    "AND ts_max >= ?"
+)
+_BLOCKS = (
+    f"SELECT {BLOCK_COLUMNS} FROM tick_blocks WHERE symbol = ? AND last_seq > ? AND first_seq <= ? "
+    "ORDER BY last_seq LIMIT 500"
+)
+
+
+def _block_pages(
+    conn: sqlite3.Connection, path: Path, symbol: str, start: float, end: float, skipped: Skipped, page: int
+) -> Iterator[list[RecordedTick]]:
+    """The store's blocks that reach into ``[start, end)``, in seq order, as pages of valid ticks."""
+    try:
+        span_row = conn.execute("SELECT max_span FROM tick_spans WHERE symbol = ?", (symbol,)).fetchone()
+        span = float(span_row[0]) if span_row else 0.0
+        first, last = conn.execute(_SEQ_BOUNDS, (symbol, start - span, end, start)).fetchone()
+        ticks: list[RecordedTick] = []
+        after = -1 if first is None else first - 1
+        while first is not None:
+            rows = conn.execute(_BLOCKS, (symbol, after, last)).fetchall()
+            for row in rows:
+                block = Block(*row)
+                if block.ts_max < start or block.ts_min >= end:
+                    continue
+                try:
+                    stamps = block_arrays(block)[1]
+                    found, bad = block_rows(block, (stamps >= start) & (stamps < end))
+                except CorruptBlock:
+                    skipped.count += block.n
+                    continue
+                skipped.count += bad
+                valid = [t for t in (_tick(*r[1:]) for r in found) if t is not None]
+                skipped.count += len(found) - len(valid)
+                ticks += valid
+                while len(ticks) >= page:
+                    yield ticks[:page]
+                    ticks = ticks[page:]
+            if len(rows) < 500:
+                break
+            after = rows[-1][2]
+        if ticks:
+            yield ticks
+    except sqlite3.Error as exc:
+        raise BacktestError(f"cannot read the store {path}: {exc}") from None
 
 
 def _open_store(path: Path, symbol: str) -> sqlite3.Connection:
@@ -118,10 +151,13 @@ def _open_store(path: Path, symbol: str) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         raise BacktestError(f"cannot open the store {path}: {exc}") from None
     try:
-        known = conn.execute("SELECT 1 FROM ticks WHERE symbol = ? LIMIT 1", (symbol,)).fetchone()
+        known = conn.execute("SELECT 1 FROM tick_blocks WHERE symbol = ? LIMIT 1", (symbol,)).fetchone()
     except sqlite3.Error as exc:
         conn.close()
-        raise BacktestError(f"cannot read the store {path}: {exc} (is it the service's ticks.db?)") from None
+        raise BacktestError(
+            f"cannot read the store {path}: {exc} (is it the service's ticks.db? a store from before the block "
+            "layout is converted when the service next opens it)"
+        ) from None
     if known is None:
         conn.close()
         raise BacktestError(f"unknown symbol {symbol}: nothing recorded for it in {path}")
