@@ -3,8 +3,9 @@
     .venv/bin/python bench/store.py            # about 1-2 minutes
     .venv/bin/python bench/store.py --quick    # smaller sizes (a smoke run)
 
-1. Recorder, in-process: a real Hub with the recorder as its listener; ticks are published as fast as the hub
-   takes them and the clock stops when the last one is committed (hub publish + buffer + decode + write).
+1. Recorder, in-process: a real Hub with the recorder as its tick listener; ticks are published as fast as the
+   hub takes them and the clock stops when the last one is committed (hub publish + buffer + pipe + write). The
+   writer's own work per tick, block layout vs the previous one-row-per-tick layout, same ticks, same run.
    Then the same at a paced 100,000 ticks/s to check it keeps up (backlog at the end). SQLite and PostgreSQL.
 2. Naive baseline in the same run: one INSERT + commit per tick (SQLite autocommit; asyncpg ``execute``).
 3. Fan-out latency: the real service streaming 10 symbols at 20k-100k ticks/s in total; one plain-socket
@@ -34,6 +35,7 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+import msgspec
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -69,7 +71,7 @@ async def recorder_max(url: str, count: int) -> dict[str, float]:
     store = open_store(url)
     recorder = Recorder(store, flush_interval=0.2, max_buffered=count + 1)
     hub = Hub(SYMBOLS, ring_size=4096)
-    hub.listeners.append(recorder.record)
+    hub.tick_listeners.append(recorder.record)
     events = [row_event(row) for row in make_rows(count, time.time(), 1e-5)]
     await store.open()
     recorder.start()
@@ -90,7 +92,7 @@ async def recorder_paced(url: str, rate: int, seconds: float) -> dict[str, float
     store = open_store(url)
     recorder = Recorder(store, flush_interval=0.5, max_buffered=rate * 10)
     hub = Hub(SYMBOLS, ring_size=4096)
-    hub.listeners.append(recorder.record)
+    hub.tick_listeners.append(recorder.record)
     total = int(rate * seconds)
     events = [row_event(row) for row in make_rows(total, time.time(), 1 / rate)]
     await store.open()
@@ -112,55 +114,96 @@ async def recorder_paced(url: str, rate: int, seconds: float) -> dict[str, float
     return {"offered": rate, "seconds": offered_for, "backlog_at_end": backlog, "all_written_after": drained}
 
 
+ROW_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ticks (
+    symbol TEXT NOT NULL, ts REAL NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, price REAL NOT NULL,
+    size REAL NOT NULL, side TEXT, trade_id TEXT, PRIMARY KEY (symbol, ts, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ticks_by_seq ON ticks (symbol, seq);
+"""
+
+
+class _RowData(msgspec.Struct):
+    price: float
+    size: float = 0.0
+    volume: float = 0.0
+    side: str | None = None
+    trade_id: str | None = None
+
+
+class _RowWire(msgspec.Struct):
+    """The previous writer's lean decode of a wire payload (only what a row needs)."""
+
+    type: str
+    symbol: str
+    timestamp: float
+    data: _RowData
+    seq: int = 0
+
+
 def writer_paths(path: Path, count: int) -> dict[str, float]:
-    """The writer child's work (decode + insert), in-process, old vs new, same payloads, same run.
+    """The writer child's work per batch, in-process, same ticks, same run, alternated:
 
-    old: decode with the validating protocol union into ``TickRow``s, in a thread overlapped with the insert
-    (what writer.py did before); new: ``payload_tuples`` (lean struct, plain tuples), then the insert."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import msgspec
-
-    from bluefin_service.store import TickRow, payload_tuples, row_message
+    rows: the previous writer, one row per tick (lean msgspec decode of each wire payload to a tuple, then
+    ``executemany`` into the ``(symbol, ts, seq)`` table with its seq index, one transaction a batch);
+    blocks: today's writer, the recorder's per-symbol chunks as they arrive from the pipe, one row per chunk."""
+    from bluefin_service.store import event_row, row_message
     from bluefin_service.store.sqlite import SqliteStore
-    from marketdata.protocol import PriceUpdateMessage, TradeData, TradeMessage, encode
+    from marketdata.protocol import encode
+    from marketdata.tick_blocks import ChunkColumns, make_block
 
-    union = msgspec.json.Decoder(TradeMessage | PriceUpdateMessage)
+    decode = msgspec.json.Decoder(_RowWire).decode
 
-    def old_rows(payloads: list[bytes]) -> list[TickRow]:
-        rows = []
+    def row_tuples(payloads: list[bytes]) -> list[tuple[object, ...]]:
+        rows: list[tuple[object, ...]] = []
         for payload in payloads:
-            msg = union.decode(payload)
-            data = msg.data
-            if type(data) is TradeData:
-                rows.append(TickRow(msg.symbol, msg.timestamp, msg.seq, "trade", data.price, data.size, data.side,
-                                    data.trade_id))  # fmt: skip
+            m = decode(payload)
+            d = m.data
+            if m.type == "trade":
+                rows.append((m.symbol, m.timestamp, m.seq, "trade", d.price, d.size, d.side, d.trade_id))
             else:
-                rows.append(TickRow(msg.symbol, msg.timestamp, msg.seq, "price_update", data.price, data.volume,
-                                    None, None))  # fmt: skip
+                rows.append((m.symbol, m.timestamp, m.seq, "price_update", d.price, d.volume, None, None))
         return rows
 
-    def old_chunks(payloads: list[bytes]):  # type: ignore[no-untyped-def]
-        with ThreadPoolExecutor(1) as pool:
-            pending = pool.submit(old_rows, payloads[:20_000])
-            for offset in range(20_000, len(payloads) + 20_000, 20_000):
-                rows = pending.result()
-                if offset < len(payloads):
-                    pending = pool.submit(old_rows, payloads[offset : offset + 20_000])
-                yield rows
-
-    payloads = [encode(row_message(row)) for row in make_rows(count, time.time(), 1e-5)]
-    result = {}
-    for name in ("old", "new", "old", "new"):  # alternated: the machine's load drifts
-        store = SqliteStore(f"sqlite:///{path / f'{name}-{time.perf_counter_ns()}.db'}")
-        store._open_sync()
-        started = time.perf_counter()
-        for i in range(0, count, 50_000):
-            batch = payloads[i : i + 50_000]
-            store.write_sync(old_chunks(batch) if name == "old" else payload_tuples(batch)[0])  # type: ignore[arg-type]
-        rate = count / (time.perf_counter() - started)
-        result[name] = max(result.get(name, 0.0), rate)
-        store._writer.close()  # type: ignore[union-attr]
+    events = [row_event(row) for row in make_rows(count, time.time(), 1e-5)]
+    seqs = [i // len(SYMBOLS) + 1 for i in range(count)]
+    payloads = [encode(row_message(event_row(e, q))) for e, q in zip(events, seqs, strict=True)]
+    pipe_chunks = []  # what the writer child reads for each chunk: the symbol and the block's columns
+    for symbol in SYMBOLS:
+        mine = [(e, q) for e, q in zip(events, seqs, strict=True) if e.symbol == symbol]
+        for i in range(0, len(mine), 1000):
+            chunk = ChunkColumns(symbol)
+            for event, seq in mine[i : i + 1000]:
+                chunk.add(event, seq)
+            pipe_chunks.append((symbol, *chunk.parts()))
+    result: dict[str, float] = {}
+    for name in ("rows", "blocks", "rows", "blocks"):  # alternated: the machine's load drifts
+        db = path / f"{name}-{time.perf_counter_ns()}.db"
+        if name == "rows":
+            conn = sqlite3.connect(db, isolation_level=None)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA cache_size = -65536")
+            conn.executescript(ROW_SCHEMA)
+            started = time.perf_counter()
+            for i in range(0, count, 50_000):
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany("INSERT OR IGNORE INTO ticks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                 row_tuples(payloads[i : i + 50_000]))  # fmt: skip
+                conn.execute("COMMIT")
+            elapsed = time.perf_counter() - started
+            conn.close()
+        else:
+            store = SqliteStore(f"sqlite:///{db}")
+            store._open_sync()
+            started = time.perf_counter()
+            for i in range(0, len(pipe_chunks), 50):
+                store.write_blocks_sync([make_block(*chunk) for chunk in pipe_chunks[i : i + 50]])
+            elapsed = time.perf_counter() - started
+            store._writer.close()  # type: ignore[union-attr]
+        result[name] = max(result.get(name, 0.0), count / elapsed)
+        result[f"{name}_bytes"] = db.stat().st_size + (db.with_name(db.name + "-wal").stat().st_size
+                                                       if db.with_name(db.name + "-wal").exists() else 0)  # fmt: skip
     return result
 
 
@@ -208,13 +251,14 @@ def start_service(env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen[str]
     raise RuntimeError("service did not start")
 
 
-async def latency(record: bool, cwd: Path, seconds: float, rate: int) -> dict[str, float]:
+async def latency(record: bool, cwd: Path, seconds: float, rate: int, ring_in_memory: bool) -> dict[str, float]:
     """The service at ``rate`` ticks/s over 10 symbols; one client on S0-PERP measures timestamp -> arrival.
     Also reports the CPU (% of one core) the service, its writer child and this measuring client used meanwhile."""
     symbols = [f"S{i}-PERP" for i in range(10)]
     env = {
         "SYMBOLS": ",".join(symbols), "STREAM_INTERVAL_SECONDS": str(10 / rate), "TRADE_FREQUENCY": "1000",
         "RECORD": str(record).lower(), "DATA_DIR": str(cwd / f"data-{record}-{rate}"),
+        "RING_PERSIST": "false" if ring_in_memory else "true",
     }  # fmt: skip
     proc, port = start_service(env, cwd)
     try:
@@ -340,21 +384,28 @@ async def main() -> None:
         help="offered ticks/s for the fan-out latency runs (comma-separated)",
     )
     parser.add_argument("--seconds", type=float, help="length of each fan-out latency run (default 6, --quick 3)")
+    parser.add_argument(
+        "--ring-in-memory",
+        action="store_true",
+        help="RING_PERSIST=false for both sides of the latency runs (the disk ring's writeback stalls are noise)",
+    )
     args = parser.parse_args()
     count = 200_000 if args.quick else 1_000_000
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
         sqlite_url = f"sqlite:///{cwd / 'rec.db'}"
         if args.only in (None, "recorder"):
-            print("1. recorder into SQLite (hub publish -> buffer -> decode -> batched insert)")
+            print("1. recorder into SQLite (hub publish -> per-symbol chunks -> writer process -> one block a chunk)")
             rec = await recorder_max(sqlite_url, count)
             naive = naive_sqlite(cwd / "naive.db", 2.0)
             print(f"   recorder: {rec['rate']:>10,.0f} ticks/s ({rec['ticks']:,} ticks in {rec['seconds']:.2f}s)")
             print(f"   naive one-insert-per-tick: {naive:>10,.0f} ticks/s  -> recorder is {rec['rate'] / naive:.0f}x")
             paths = writer_paths(cwd, count // 2)
-            print(f"   writer's decode + insert alone: {paths['new']:>10,.0f} ticks/s (lean decode to tuples, then "
-                  f"insert) vs {paths['old']:,.0f} before (validating decode to TickRow in an overlapped thread) "
-                  f"-> {paths['new'] / paths['old']:.2f}x")  # fmt: skip
+            print(f"   writer's own work: blocks {paths['blocks']:>12,.0f} ticks/s "
+                  f"({1e6 / paths['blocks']:.2f} us a tick) vs one row per tick {paths['rows']:,.0f} ticks/s "
+                  f"({1e6 / paths['rows']:.2f} us) -> {paths['blocks'] / paths['rows']:.1f}x; file "
+                  f"{paths['blocks_bytes'] / (count // 2):.0f} vs {paths['rows_bytes'] / (count // 2):.0f} bytes a "
+                  "tick")  # fmt: skip
             paced = await recorder_paced(f"sqlite:///{cwd / 'paced.db'}", 100_000, 3.0 if args.quick else 5.0)
             print(f"   paced 100,000 ticks/s for {paced['seconds']:.1f}s: backlog at end {paced['backlog_at_end']:,}, "
                   f"all written {paced['all_written_after'] - paced['seconds']:.2f}s after the last tick")  # fmt: skip
@@ -386,7 +437,7 @@ async def main() -> None:
                 runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
                 order = [False, True, True, False] * args.reps  # alternated: the machine's load drifts
                 for record in order[: 2 * args.reps]:
-                    runs[record].append(await latency(record, cwd, seconds, rate))
+                    runs[record].append(await latency(record, cwd, seconds, rate, args.ring_in_memory))
                 for record, name in ((False, "RECORD=false"), (True, "RECORD=true ")):
                     for run in runs[record]:
                         print(f"   {name}: p50 {run['p50_ms']:.2f} ms, p99 {run['p99_ms']:.2f} ms (client's own read: "
