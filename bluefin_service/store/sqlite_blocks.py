@@ -53,7 +53,9 @@ CREATE INDEX IF NOT EXISTS tick_blocks_by_time ON tick_blocks (symbol, ts_min);
 CREATE TABLE IF NOT EXISTS tick_spans (symbol TEXT PRIMARY KEY, max_span REAL NOT NULL) WITHOUT ROWID;
 """
 BLOCK_TICKS = 1000  # ticks per block when blocks are cut from rows (the recorder's chunks are the same size)
-_HEAD_PAGE = 2000
+# Blocks are read in pages that start small and double: a query for a few ticks reads a block or two, a long
+# scan reads up to 64 at a time (~2 MB), never the whole range at once.
+_FIRST_PAGE, _MAX_PAGE = 2, 64
 _COLUMNS = BLOCK_COLUMNS
 _INSERT = f"INSERT INTO tick_blocks ({BLOCK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _SPAN = (
@@ -163,28 +165,32 @@ def blocks_by_time(
         "AND (ts_min > ? OR (ts_min = ? AND rowid > ?)) ORDER BY ts_min, rowid LIMIT ?"
     )
     cursor = (low, -1)
+    size = _FIRST_PAGE
     while True:
-        page = conn.execute(sql, (symbol, high, cursor[0], cursor[0], cursor[1], _HEAD_PAGE)).fetchall()
+        page = conn.execute(sql, (symbol, high, cursor[0], cursor[0], cursor[1], size)).fetchall()
         for row in page:
             if start is None or row[5] >= start:
                 yield Block(*row[1:])
-        if len(page) < _HEAD_PAGE:
+        if len(page) < size:
             return
         cursor = (page[-1][4], page[-1][0])
+        size = min(2 * size, _MAX_PAGE)
 
 
 def blocks_by_seq(conn: sqlite3.Connection, symbol: str, after_seq: int, last_seq: float = math.inf) -> Iterator[Block]:
     """Blocks holding seqs after ``after_seq`` (up to ``last_seq``), in seq order, a page at a time."""
     sql = f"SELECT {_COLUMNS} FROM tick_blocks WHERE symbol = ? AND last_seq > ? ORDER BY last_seq LIMIT ?"
+    size = _FIRST_PAGE
     while True:
-        page = conn.execute(sql, (symbol, after_seq, _HEAD_PAGE)).fetchall()
+        page = conn.execute(sql, (symbol, after_seq, size)).fetchall()
         for row in page:
             if row[1] > last_seq:
                 return
             yield Block(*row)
-        if len(page) < _HEAD_PAGE:
+        if len(page) < size:
             return
         after_seq = page[-1][2]
+        size = min(2 * size, _MAX_PAGE)
 
 
 # -- reading rows ---------------------------------------------------------------------------------------------

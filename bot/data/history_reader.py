@@ -101,7 +101,7 @@ _SEQ_BOUNDS = (
 )
 _BLOCKS = (
     f"SELECT {BLOCK_COLUMNS} FROM tick_blocks WHERE symbol = ? AND last_seq > ? AND first_seq <= ? "
-    "ORDER BY last_seq LIMIT 500"
+    "ORDER BY last_seq LIMIT 64"  # ~2 MB of blocks at a time
 )
 
 
@@ -134,7 +134,7 @@ def _block_pages(
                 while len(ticks) >= page:
                     yield ticks[:page]
                     ticks = ticks[page:]
-            if len(rows) < 500:
+            if len(rows) < 64:
                 break
             after = rows[-1][2]
         if ticks:
