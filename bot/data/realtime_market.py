@@ -97,6 +97,7 @@ class RealtimeMarketDataProvider:
         self._clock_task: asyncio.Task[None] | None = None
         self._started = False
         self._catching_up_after: float | None = None  # wall time of the last reconnect, until caught up
+        self._reconnects_seen = 0  # reconnect events handled; the client counts them before it delivers them
         self._catch_up_deadline = 0.0
         self._arrivals: deque[float] = deque(maxlen=latency_samples)
         self._local_latency = _Samples(latency_samples)
@@ -251,6 +252,7 @@ class RealtimeMarketDataProvider:
             self.aggregator.mark_gap(self.symbol, event["time"], reconnect=event["kind"] != "resync")
 
     def _on_reconnect(self, event: dict[str, Any]) -> None:
+        self._reconnects_seen += 1
         for at in {event["down_since"] or event["time"], event["time"]}:
             self.aggregator.mark_gap(self.symbol, at, reconnect=True)
         self._catching_up_after = event["time"]
@@ -264,6 +266,8 @@ class RealtimeMarketDataProvider:
             await asyncio.sleep(min(max(engine.next_deadline(now) - now, 0.001), 0.5))
             if not self.client.is_websocket_connected():
                 continue  # hold: what the service replays after the reconnect still belongs in these candles
+            if self._reconnects_seen < self.client.stats["reconnects"]:
+                continue  # reconnected, but its event (which starts the catch-up hold) is still queued for us
             if self.client.is_repairing(self.symbol):
                 continue  # the same for what a gap repair fetches over HTTP
             if self._catching_up_after is not None:
