@@ -28,6 +28,7 @@ from marketdata.ticks import MarketEvent, Trade
 TRADE = "trade"
 PRICE_UPDATE = "price_update"
 PRICE_UPDATE_FLAG, SELL_FLAG, BUY_FLAG = 0, 1, 3  # bit 0: a trade; bit 1: the buyer was the taker
+BLOCK_SPAN_SECONDS = 60.0  # a block is cut once its ticks span this much event time
 BLOCK_COLUMNS = "symbol, first_seq, last_seq, ts_min, ts_max, n, seqs, stamps, prices, sizes, flags, trade_ids"
 
 # (symbol, ts, seq, kind, price, size, side, trade_id): the store's row tuple (``bluefin_service.store.TickRow``)

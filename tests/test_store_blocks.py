@@ -15,6 +15,7 @@ from store_helpers import make_rows, run_sync, spoil_block
 
 from bluefin_service.store import PRICE_UPDATE, TRADE, TickQuery, TickRow, open_store
 from bluefin_service.store.sqlite import SCHEMA_VERSION, SqliteStore
+from marketdata.tick_blocks import BLOCK_SPAN_SECONDS
 
 SYMBOL = "ETH-PERP"
 V1_SCHEMA = """
@@ -139,7 +140,10 @@ async def test_a_store_of_the_row_layout_is_moved_to_blocks_at_open(tmp_path: Pa
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'ticks'").fetchone()[0] == 0
-        assert conn.execute("SELECT count(*) FROM tick_blocks").fetchone()[0] == 3 + 1
+        shapes = conn.execute("SELECT n, ts_max - ts_min FROM tick_blocks").fetchall()
+    assert sum(n for n, _ in shapes) == len(rows)
+    assert all(n <= 1000 and span <= BLOCK_SPAN_SECONDS for n, span in shapes)  # 625 s of ETH-PERP: 11 blocks
+    assert len(shapes) == 11 + 1
 
 
 async def test_a_store_from_newer_code_is_refused(tmp_path: Path) -> None:

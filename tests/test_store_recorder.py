@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from pathlib import Path
 
 from bluefin_service.hub import Hub
 from bluefin_service.store import TickQuery, open_store
 from bluefin_service.store.recorder import Recorder, pending_rows
+from marketdata.tick_blocks import BLOCK_SPAN_SECONDS
 from marketdata.ticks import PriceUpdate, Trade
 
 
@@ -53,3 +55,22 @@ async def test_a_failing_store_keeps_the_newest_within_the_bound(tmp_path: Path)
     pending = pending_rows(recorder.pending_blocks("ETH-PERP"))
     assert [row.seq for row in pending][300:] == list(range(4301, 5301))  # the newest are kept
     await recorder.stop(drain_seconds=0.5)
+
+
+async def test_a_burst_of_old_history_is_stored_in_blocks_of_bounded_time_span(tmp_path: Path) -> None:
+    """Backfilled history arrives in a burst: a block still spans at most BLOCK_SPAN_SECONDS of event time, so
+    time reads never have to start many minutes early."""
+    path = tmp_path / "ticks.db"
+    store = open_store(f"sqlite:///{path}")
+    recorder = Recorder(store, flush_interval=0.05)
+    hub = Hub(["ETH-PERP"])
+    hub.tick_listeners.append(recorder.record)
+    recorder.start()
+    start = time.time() - 600
+    hub.publish_batch([PriceUpdate("ETH-PERP", start + i * 0.5, 2500.0 + i % 7, 1.0) for i in range(1200)])
+    await wait_until(lambda: recorder.stats.written == 1200)
+    await recorder.stop()
+    with sqlite3.connect(path) as conn:
+        shapes = conn.execute("SELECT n, ts_max - ts_min FROM tick_blocks").fetchall()
+    assert sum(n for n, _ in shapes) == 1200 and len(shapes) >= 10
+    assert all(span <= BLOCK_SPAN_SECONDS for _, span in shapes)

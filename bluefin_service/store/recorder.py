@@ -30,7 +30,15 @@ from dataclasses import dataclass
 
 from bluefin_service.store import Store, TickRow, redact
 from bluefin_service.store.writer import WriterProcess
-from marketdata.tick_blocks import BUY_FLAG, PRICE_UPDATE_FLAG, SELL_FLAG, Block, ChunkColumns, block_rows
+from marketdata.tick_blocks import (
+    BLOCK_SPAN_SECONDS,
+    BUY_FLAG,
+    PRICE_UPDATE_FLAG,
+    SELL_FLAG,
+    Block,
+    ChunkColumns,
+    block_rows,
+)
 from marketdata.ticks import MarketEvent, Trade
 
 log = logging.getLogger(__name__)
@@ -161,6 +169,10 @@ class Recorder:
         for i in range(start, stop, 2):
             event: MarketEvent = packing[i]  # type: ignore[assignment]
             chunk = filling.get(event.symbol)
+            if chunk is not None and abs(event.timestamp - chunk.stamps[0]) > BLOCK_SPAN_SECONDS:
+                del filling[event.symbol]  # a block spans at most this much event time (see sqlite_blocks)
+                self._add_chunk(chunk)
+                chunk = None
             if chunk is None:
                 chunk = filling[event.symbol] = ChunkColumns(event.symbol)
             chunk.seqs.append(packing[i + 1])  # type: ignore[arg-type]

@@ -1,9 +1,12 @@
 """Reading and writing the SQLite store's tick blocks (``marketdata/tick_blocks.py``), on one connection.
 
-Blocks are found by their bounds: ``(symbol, last_seq)`` for seq reads and ``(symbol, ts_min)`` for time reads.
-Timestamps are event times, so a block's ticks need not be in time order and blocks may overlap in time; each
-symbol's widest block (``tick_spans.max_span``) bounds how far before a time range a block that reaches into it
-can start. Time reads merge the blocks' rows into ``(ts, seq)`` order, holding only the blocks that overlap.
+Blocks are found by their bounds: ``(symbol, last_seq)`` for seq reads and ``(symbol, ts_min, ts_max)`` for time
+reads. Timestamps are event times, so a block's ticks need not be in time order and blocks may overlap in time;
+each symbol's widest block (``tick_spans.max_span``) bounds how far before a time range a block that reaches into
+it can start. Writers cut a block once its ticks span ``BLOCK_SPAN_SECONDS`` (a burst of backfilled history would
+otherwise make one block span many minutes, and every time read scan that far back); only ticks out of time order
+widen a block beyond it. Time reads merge the blocks' rows into ``(ts, seq)`` order, holding only the blocks
+that overlap.
 
 A block that does not decode is skipped and logged, and so is a tick within a block that does not: the rest of
 the history stays readable.
@@ -23,6 +26,7 @@ import numpy as np
 
 from marketdata.tick_blocks import (
     BLOCK_COLUMNS,
+    BLOCK_SPAN_SECONDS,
     Block,
     CorruptBlock,
     RowTuple,
@@ -49,7 +53,8 @@ CREATE TABLE IF NOT EXISTS tick_blocks (
     trade_ids BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tick_blocks_by_seq ON tick_blocks (symbol, last_seq);
-CREATE INDEX IF NOT EXISTS tick_blocks_by_time ON tick_blocks (symbol, ts_min);
+DROP INDEX IF EXISTS tick_blocks_by_time;
+CREATE INDEX IF NOT EXISTS tick_blocks_by_times ON tick_blocks (symbol, ts_min, ts_max);
 CREATE TABLE IF NOT EXISTS tick_spans (symbol TEXT PRIMARY KEY, max_span REAL NOT NULL) WITHOUT ROWID;
 """
 BLOCK_TICKS = 1000  # ticks per block when blocks are cut from rows (the recorder's chunks are the same size)
@@ -104,9 +109,15 @@ def blocks_from_rows(rows: Iterable[RowTuple]) -> list[Block]:
         by_symbol.setdefault(row[0], {}).setdefault(row[2], row)
     blocks = []
     for symbol, by_seq in by_symbol.items():
-        ordered = [by_seq[seq] for seq in sorted(by_seq)]
-        for i in range(0, len(ordered), BLOCK_TICKS):
-            blocks.append(_block(symbol, ordered[i : i + BLOCK_TICKS]))
+        part: list[RowTuple] = []
+        for seq in sorted(by_seq):
+            row = by_seq[seq]
+            if part and (len(part) >= BLOCK_TICKS or abs(row[1] - part[0][1]) > BLOCK_SPAN_SECONDS):
+                blocks.append(_block(symbol, part))
+                part = []
+            part.append(row)
+        if part:
+            blocks.append(_block(symbol, part))
     return blocks
 
 
@@ -161,16 +172,16 @@ def blocks_by_time(
     low = -math.inf if start is None else start - span
     high = math.inf if end is None else end
     sql = (
-        f"SELECT rowid, {_COLUMNS} FROM tick_blocks WHERE symbol = ? AND ts_min < ? "
+        f"SELECT rowid, {_COLUMNS} FROM tick_blocks WHERE symbol = ? AND ts_min < ? AND ts_max >= ? "
         "AND (ts_min > ? OR (ts_min = ? AND rowid > ?)) ORDER BY ts_min, rowid LIMIT ?"
-    )
+    )  # ts_max is in the index: blocks that end before `start` are passed over without reading them
+    floor = -math.inf if start is None else start
     cursor = (low, -1)
     size = _FIRST_PAGE
     while True:
-        page = conn.execute(sql, (symbol, high, cursor[0], cursor[0], cursor[1], size)).fetchall()
+        page = conn.execute(sql, (symbol, high, floor, cursor[0], cursor[0], cursor[1], size)).fetchall()
         for row in page:
-            if start is None or row[5] >= start:
-                yield Block(*row[1:])
+            yield Block(*row[1:])
         if len(page) < size:
             return
         cursor = (page[-1][4], page[-1][0])
