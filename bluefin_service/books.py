@@ -7,6 +7,10 @@ only when the book changed since its last one; ``tick()`` runs every ``TICK_SECO
 ``hub.send`` (one encode per symbol/depth/version, shared by every client that wants it). Memory: one view per
 symbol, one small record per (connection, symbol); closed connections are dropped on the next tick.
 
+With a recorder attached (``record``), a snapshot of each changed book goes to the store every
+``record_interval`` seconds (``RECORD_BOOK_SECONDS``), ``record_depth`` levels deep: the same ``orderbook``
+message clients get, so ``GET /orderbooks/{symbol}`` serves them back as they were.
+
 A ``FeedStatus`` (reconnect, resync, stale) becomes a ``gap`` message to every subscriber of the symbol, with
 ``reason="upstream_<kind>"`` and ``from_seq == to_seq ==`` the symbol's last seq: nothing in our own sequence is
 missing, but the venue's data around that point may be (trades during a reconnect) or was repaired (books).
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bluefin_service.hub import Connection, Hub
+from bluefin_service.store import BookRow
 from marketdata.book import BookView
 from marketdata.protocol import GapData, GapMessage, OrderBookData, OrderBookMessage, encode
 from marketdata.ticks import MarketEvent, PriceUpdate, Trade
@@ -50,6 +55,11 @@ class BookStreams:
         self.statuses_sent = 0
         # Others that must know the venue feed was interrupted (the candle engine's quality flags).
         self.status_listeners: list[Callable[[FeedStatus], None]] = []
+        # Recording: a snapshot of each changed book every `record_interval` seconds, `record_depth` levels.
+        self.record: Callable[[BookRow], None] | None = None
+        self.record_interval = 1.0
+        self.record_depth = 20
+        self._record_due: dict[str, tuple[int, float]] = {}  # symbol -> (version recorded, next time due)
 
     # -- from the source ---------------------------------------------------------------------------------
     def route(self, events: list[Any], publish_market: Callable[[list[MarketEvent]], None]) -> None:
@@ -126,7 +136,20 @@ class BookStreams:
                 sub.sent_version = version
                 sub.next_at = now + sub.interval
                 sent += 1
+        if self.record is not None:
+            self._record_books(now)
         return sent
+
+    def _record_books(self, now: float) -> None:
+        """Hand the recorder a snapshot of each book that changed, at most every ``record_interval``."""
+        assert self.record is not None
+        for symbol, view in self.latest.items():
+            version = self.versions[symbol]
+            recorded, due = self._record_due.get(symbol, (-1, 0.0))
+            if version == recorded or now < due:
+                continue
+            self.record(BookRow(symbol, view.timestamp, version, self._payload(symbol, self.record_depth, version)))
+            self._record_due[symbol] = (version, now + self.record_interval)
 
     def _payload(self, symbol: str, depth: int, version: int) -> bytes:
         cached = self._encoded.get((symbol, depth))

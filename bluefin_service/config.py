@@ -86,6 +86,10 @@ class ServiceSettings(BaseSettings):
     record_buffer_max: int = Field(
         1_000_000, ge=1000, le=50_000_000, description="ticks buffered while the store fails, 1000 to 50000000"
     )
+    record_book_seconds: float = Field(
+        1.0, ge=0, le=3600, description="seconds between recorded order-book snapshots of a symbol, 0 to not record"
+    )
+    record_book_depth: int = Field(20, ge=1, le=50, description="levels a side in a recorded order book, 1 to 50")
     retention_hours: float | None = Field(None, gt=0, description="delete ticks older than this many hours")
     retention_max_mb: float | None = Field(None, gt=0, description="delete the oldest ticks beyond this many MB")
     retention_check_seconds: float = Field(60.0, ge=0.1, le=86400, description="seconds between retention runs")

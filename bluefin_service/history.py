@@ -51,6 +51,9 @@ DEFAULT_TRADES = 1000
 DEFAULT_CANDLES = 500
 _TRADES_PARAMS = ("start", "end", "limit", "after_seq", "type")
 _CANDLE_PARAMS = ("interval", "limit", "end")
+_BOOK_PARAMS = ("start", "end", "limit")
+MAX_BOOKS = 10_000
+DEFAULT_BOOKS = 100
 _encode = msgspec.json.Encoder().encode
 
 
@@ -67,7 +70,14 @@ def history_routes(service_of: Callable[[web.Request], StreamingService]) -> lis
     async def market_data(request: web.Request) -> web.Response:
         return await _guarded(service_of(request), request, _market_data)
 
-    return [web.get("/trades/{symbol}", trades), web.get("/market_data/{symbol}", market_data)]
+    async def orderbooks(request: web.Request) -> web.Response:
+        return await _guarded(service_of(request), request, _orderbooks)
+
+    return [
+        web.get("/trades/{symbol}", trades),
+        web.get("/market_data/{symbol}", market_data),
+        web.get("/orderbooks/{symbol}", orderbooks),
+    ]
 
 
 async def _guarded(service: StreamingService, request: web.Request, handler: Callable) -> web.Response:
@@ -149,6 +159,31 @@ async def _trades(service: StreamingService, symbol: str, query: Mapping[str, st
             "last_timestamp": rows[-1].ts if rows else None,
         }
     )
+
+
+# -- GET /orderbooks/{symbol} ----------------------------------------------------------------------------
+async def _orderbooks(service: StreamingService, symbol: str, query: Mapping[str, str]) -> web.Response:
+    """Recorded order-book snapshots (exchange sources), each the ``orderbook`` message clients received."""
+    _check_names(query, _BOOK_PARAMS)
+    start, end = _time(query, "start"), _time(query, "end")
+    if start is not None and end is not None and end <= start:
+        raise BadRequest(f"end ({end}) must be after start ({start})")
+    limit = _int(query, "limit", DEFAULT_BOOKS, 1, MAX_BOOKS) or DEFAULT_BOOKS
+    rows = await service.store.books(symbol, start, end, limit)
+    recorder = service.recorder
+    if recorder is not None:  # snapshots not stored yet, newest last
+        seen = {(row.ts, row.version) for row in rows}
+        low, high = -math.inf if start is None else start, math.inf if end is None else end
+        pending = [
+            row for row in recorder.pending_books(symbol) if (row.ts, row.version) not in seen and low <= row.ts < high
+        ]
+        rows = sorted(rows + pending, key=lambda row: (row.ts, row.version))
+        rows = rows[:limit] if start is not None else rows[-limit:]
+    if not rows and symbol not in service.hub.channels and symbol not in await service.store.symbols():
+        return _error(404, "unknown_symbol", f"no data recorded for {symbol}")
+    head = _encode({"symbol": symbol, "count": len(rows)})[:-1]
+    body = head + b',"books":[' + b",".join(row.payload for row in rows) + b"]}"
+    return web.Response(body=body, content_type="application/json")
 
 
 async def _pending(service: StreamingService, symbol: str) -> list[TickRow]:

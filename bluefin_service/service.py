@@ -97,6 +97,10 @@ class StreamingService:
         if settings.record and settings.source_name != "replay":  # replaying into the same store would duplicate it
             self.recorder = _build_recorder(settings, self.store)
             self.hub.tick_listeners.append(self.recorder.record)
+            if self.books is not None and settings.record_book_seconds > 0:
+                self.books.record = self.recorder.record_book
+                self.books.record_interval = settings.record_book_seconds
+                self.books.record_depth = settings.record_book_depth
         self.started_at = time.time()
         self.version = __version__
         self._source_task: asyncio.Task[None] | None = None

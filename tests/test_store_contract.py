@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from store_helpers import make_rows, pg_url  # noqa: F401 - pg_url is a fixture
 
-from bluefin_service.store import Store, StoreError, TickQuery, event_row, open_store, row_event, row_message
+from bluefin_service.store import BookRow, Store, StoreError, TickQuery, event_row, open_store, row_event, row_message
 from marketdata.protocol import market_message
 
 SYMBOL = "ETH-PERP"
@@ -108,3 +108,18 @@ async def test_bad_urls_say_what_to_use(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="not a database"):
         await broken.open()
     assert not broken.is_open
+
+
+async def test_order_book_snapshots_come_back_by_time_and_are_not_stored_twice(store: Store) -> None:
+    rows = [
+        BookRow(SYMBOL, 1_700_000_000.0 + i, i + 1, b'{"type":"orderbook","symbol":"ETH-PERP","n":%d}' % i)
+        for i in range(20)
+    ]
+    await store.write_books(rows[:15])
+    await store.write_books(rows[10:])  # a retried batch overlapping what is stored
+    assert await store.books(SYMBOL, rows[3].ts, rows[8].ts, 100) == rows[3:8]
+    assert await store.books(SYMBOL, None, None, 4) == rows[-4:]  # no start: the newest, oldest first
+    assert await store.books(SYMBOL, rows[0].ts, None, 5) == rows[:5]
+    assert await store.books("BTC-PERP", None, None, 10) == []
+    await store.enforce_retention(10.5, None, now=rows[-1].ts)
+    assert [row.version for row in await store.books(SYMBOL, None, None, 100)] == list(range(10, 21))

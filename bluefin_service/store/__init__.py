@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 TRADE = "trade"
 PRICE_UPDATE = "price_update"
 COLUMNS = ("symbol", "ts", "seq", "kind", "price", "size", "side", "trade_id")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # PostgreSQL's: 1 ticks, 2 order-book snapshots (SQLite has its own, in sqlite.py)
 PAGE_ROWS = 10_000
 
 
@@ -44,6 +44,16 @@ class TickRow(NamedTuple):
     size: float
     side: str | None
     trade_id: str | None
+
+
+class BookRow(NamedTuple):
+    """A recorded order-book snapshot: the ``orderbook`` message (JSON) exactly as clients received it, with the
+    book's timestamp and the service's version counter of that symbol's book (unique per snapshot)."""
+
+    symbol: str
+    ts: float
+    version: int
+    payload: bytes
 
 
 # (ts, seq, is_trade, price, size, is_buy, trade_id): a row as the candle engine reads it, without its symbol
@@ -84,6 +94,14 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def write(self, rows: list[TickRow]) -> None:
         """Append rows atomically: either all of them are stored or none (so a retry never duplicates)."""
+
+    @abc.abstractmethod
+    async def write_books(self, rows: list[BookRow]) -> None:
+        """Append order-book snapshots atomically; a snapshot already stored is left as it is."""
+
+    @abc.abstractmethod
+    async def books(self, symbol: str, start: float | None, end: float | None, limit: int) -> list[BookRow]:
+        """Snapshots of one symbol with ``start <= ts < end``, oldest first; the newest ``limit`` if no start."""
 
     @abc.abstractmethod
     async def ticks(self, query: TickQuery) -> list[TickRow]:

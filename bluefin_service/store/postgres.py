@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from bluefin_service.store import COLUMNS, SCHEMA_VERSION, Store, StoreError, TickQuery, TickRow, redact
+from bluefin_service.store import COLUMNS, SCHEMA_VERSION, BookRow, Store, StoreError, TickQuery, TickRow, redact
 
 _MIGRATIONS = {
     1: """
@@ -29,6 +29,15 @@ _MIGRATIONS = {
         PRIMARY KEY (symbol, ts, seq)
     );
     CREATE INDEX IF NOT EXISTS ticks_by_seq ON ticks (symbol, seq);
+    """,
+    2: """
+    CREATE TABLE IF NOT EXISTS book_snapshots (
+        symbol text NOT NULL,
+        ts double precision NOT NULL,
+        version bigint NOT NULL,
+        payload bytea NOT NULL,
+        PRIMARY KEY (symbol, ts, version)
+    );
     """,
 }
 _SELECT = "SELECT symbol, ts, seq, kind, price, size, side, trade_id FROM ticks"
@@ -167,6 +176,20 @@ class PostgresStore(Store):
     async def symbols(self) -> list[str]:
         return [record[0] for record in await self._require().fetch(_SYMBOLS)]
 
+    async def write_books(self, rows: list[BookRow]) -> None:
+        async with self._require().acquire() as conn, conn.transaction():
+            await conn.executemany("INSERT INTO book_snapshots VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING", rows)
+
+    async def books(self, symbol: str, start: float | None, end: float | None, limit: int) -> list[BookRow]:
+        where, params = _where(symbol, start, end)
+        sql = f"SELECT symbol, ts, version, payload FROM book_snapshots WHERE {where}"
+        if start is None:
+            rows = await self._require().fetch(f"{sql} ORDER BY ts DESC, version DESC LIMIT {int(limit)}", *params)
+            rows.reverse()
+        else:
+            rows = await self._require().fetch(f"{sql} ORDER BY ts, version LIMIT {int(limit)}", *params)
+        return [BookRow(row[0], row[1], row[2], bytes(row[3])) for row in rows]
+
     async def size_bytes(self) -> int:
         return int(await self._require().fetchval("SELECT pg_total_relation_size('ticks')"))
 
@@ -175,6 +198,7 @@ class PostgresStore(Store):
         one pass per check deletes the oldest share of the time span that the excess represents."""
         pool = self._require()
         symbols = await self.symbols()
+        symbols += [r[0] for r in await pool.fetch(_SYMBOLS.replace("ticks", "book_snapshots")) if r[0] not in symbols]
         deleted = 0
         if max_age_seconds is not None:
             deleted += await _delete_before(pool, symbols, now - max_age_seconds)
@@ -206,6 +230,7 @@ def _where(symbol: str, start: float | None, end: float | None) -> tuple[str, li
 async def _delete_before(pool: asyncpg.Pool, symbols: list[str], cutoff: float) -> int:
     deleted = 0
     for symbol in symbols:
+        await pool.execute("DELETE FROM book_snapshots WHERE symbol = $1 AND ts < $2", symbol, cutoff)
         status = await pool.execute("DELETE FROM ticks WHERE symbol = $1 AND ts < $2", symbol, cutoff)
         deleted += int(status.split()[-1])
     return deleted

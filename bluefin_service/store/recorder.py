@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from bluefin_service.store import Store, TickRow, redact
+from bluefin_service.store import BookRow, Store, TickRow, redact
 from bluefin_service.store.writer import WriterProcess
 from marketdata.tick_blocks import (
     BLOCK_SPAN_SECONDS,
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 CHUNK_MESSAGES = 1000  # ticks per chunk (and stored block)
 PACK_SLICE = 200  # ticks packed per loop step: ~0.1 ms
+MAX_BOOKS = 100_000  # order-book snapshots buffered while the store fails (~1 day of 1/s for a symbol)
 BACKOFF_FIRST = 0.1
 BACKOFF_CAP = 2.0
 REPEAT_LOG_SECONDS = 10.0
@@ -61,6 +62,8 @@ def backoff_delays(first: float = BACKOFF_FIRST, cap: float = BACKOFF_CAP) -> It
 class RecorderStats:
     written: int = 0
     dropped: int = 0
+    books_written: int = 0
+    books_dropped: int = 0
     undecodable: int = 0
     failures: int = 0
     consecutive_failures: int = 0
@@ -70,13 +73,14 @@ class RecorderStats:
 
 
 class _Batch:
-    """Chunks taken from the buffer, and the newest seq per symbol they hold."""
+    """Chunks and book snapshots taken from the buffer, and the newest seq per symbol they hold."""
 
-    __slots__ = ("chunks", "last_seq", "size")
+    __slots__ = ("books", "chunks", "last_seq", "size")
 
-    def __init__(self, chunks: list[ChunkColumns], size: int) -> None:
+    def __init__(self, chunks: list[ChunkColumns], size: int, books: list[BookRow]) -> None:
         self.chunks = chunks
         self.size = size
+        self.books = books
         self.last_seq = {chunk.symbol: chunk.seqs[-1] for chunk in chunks}  # chunks are oldest first
 
 
@@ -111,6 +115,7 @@ class Recorder:
         self._packed_to = 0
         self._pack_scheduled = False
         self._filling: dict[str, ChunkColumns] = {}  # the chunk being filled, per symbol
+        self._books: deque[BookRow] = deque(maxlen=MAX_BOOKS)  # snapshots waiting; full: the oldest go, counted
         self._chunks: deque[ChunkColumns] = deque()  # full chunks, oldest first
         self._chunked = 0  # ticks in self._chunks
         self._inflight: _Batch | None = None
@@ -130,6 +135,17 @@ class Recorder:
                 asyncio.get_running_loop().call_soon(self._pack_step)
             except RuntimeError:  # no loop (a synchronous caller): pack now
                 self._pack_all()
+
+    def record_book(self, row: BookRow) -> None:
+        """An order-book snapshot to store (``BookStreams`` calls this at its recording rate)."""
+        if len(self._books) == self._books.maxlen:
+            self.stats.books_dropped += 1
+        self._books.append(row)
+
+    def pending_books(self, symbol: str) -> list[BookRow]:
+        """Recorded but not yet stored book snapshots of ``symbol``, oldest first."""
+        inflight = self._inflight.books if self._inflight else []
+        return [row for row in itertools.chain(inflight, self._books) if row.symbol == symbol]
 
     def _pack_step(self) -> None:
         """Pack up to ``PACK_SLICE`` ticks, and come back after the loop's other ready work if more wait."""
@@ -245,7 +261,7 @@ class Recorder:
             await self.store.close()
 
     async def _drain(self) -> None:
-        while self._inflight is not None or self._chunks or self._filling or self._waiting():
+        while self._inflight is not None or self._chunks or self._filling or self._waiting() or self._books:
             await self.flush_once()
 
     async def _run(self) -> None:
@@ -280,17 +296,18 @@ class Recorder:
         """Write one batch; True if more is waiting. Raises what the store raised (the batch is kept)."""
         if self._inflight is None:
             self._seal()
-            if not self._chunks:
+            if not self._chunks and not self._books:
                 return False
             self._inflight = self._take_batch()
         batch = self._inflight
-        bad = await self.writer.write(batch.chunks)
+        bad = await self.writer.write(batch.chunks, batch.books)
         if not self.opened:
             self.opened = True
             log.info("recording to %s", redact(self.store.url))
         self._inflight = None
         self.stats.undecodable += bad
         self.stats.written += batch.size - bad
+        self.stats.books_written += len(batch.books)
         self.stats.last_flush = self._clock()
         self.written_seq.update(batch.last_seq)
         while batch.chunks:  # free the stored payloads a chunk per loop turn
@@ -309,7 +326,9 @@ class Recorder:
                 taken.append(chunks.popleft())
                 size += len(taken[-1])
         self._chunked -= size
-        return _Batch(taken, size)
+        books = list(self._books)
+        self._books.clear()
+        return _Batch(taken, size, books)
 
     async def _maybe_retention(self) -> None:
         if self.retention_age_seconds is None and self.retention_max_bytes is None:
@@ -376,6 +395,9 @@ class Recorder:
             "last_error": stats.last_error,
             "last_flush": stats.last_flush,
             "retention_deleted": stats.retention_deleted,
+            "books_written": stats.books_written,
+            "books_buffered": len(self._books) + (len(self._inflight.books) if self._inflight else 0),
+            "books_dropped": stats.books_dropped,
             "written_seq": dict(self.written_seq),
         }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -16,7 +17,7 @@ from collections.abc import AsyncIterator
 from itertools import islice
 from pathlib import Path
 
-from bluefin_service.store import COLUMNS, SeqRow, Store, StoreError, TickQuery, TickRow
+from bluefin_service.store import COLUMNS, BookRow, SeqRow, Store, StoreError, TickQuery, TickRow
 from bluefin_service.store import sqlite_blocks as blocks
 from bluefin_service.store.aggregate import TickColumns
 from marketdata.tick_blocks import TRADE, Block
@@ -125,6 +126,37 @@ class SqliteStore(Store):
     async def write(self, rows: list[TickRow]) -> None:
         await asyncio.to_thread(lambda: self.write_blocks_sync(blocks.blocks_from_rows(rows)))
 
+    def write_books_sync(self, rows: list[BookRow]) -> None:
+        with self._write_lock:
+            conn = self._writer
+            if conn is None:
+                raise StoreError(f"store {self.path} is not open")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany("INSERT OR IGNORE INTO book_snapshots VALUES (?, ?, ?, ?)", rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    async def write_books(self, rows: list[BookRow]) -> None:
+        await asyncio.to_thread(self.write_books_sync, rows)
+
+    async def books(self, symbol: str, start: float | None, end: float | None, limit: int) -> list[BookRow]:
+        def run() -> list[BookRow]:
+            conn = self._reader()
+            sql = "SELECT symbol, ts, version, payload FROM book_snapshots WHERE symbol = ? AND ts >= ? AND ts < ?"
+            low = -math.inf if start is None else start
+            high = math.inf if end is None else end
+            if start is None:
+                found = conn.execute(f"{sql} ORDER BY ts DESC, version DESC LIMIT ?", (symbol, low, high, limit))
+                return [BookRow(*row) for row in reversed(found.fetchall())]
+            found = conn.execute(f"{sql} ORDER BY ts, version LIMIT ?", (symbol, low, high, limit))
+            return [BookRow(*row) for row in found.fetchall()]
+
+        return await asyncio.to_thread(run)
+
     # -- reading ---------------------------------------------------------------------------------------------
     def _ticks_sync(self, q: TickQuery) -> list[TickRow]:
         conn = self._reader()
@@ -213,6 +245,7 @@ class SqliteStore(Store):
             if conn is None:
                 raise StoreError(f"store {self.path} is not open")
             symbols = [row[0] for row in conn.execute(blocks.SYMBOLS)]
+            symbols += [s for (s,) in conn.execute(blocks.BOOK_SYMBOLS) if s not in symbols]
             deleted = 0
             if max_age is not None:
                 deleted += _delete_before(conn, symbols, now - max_age)

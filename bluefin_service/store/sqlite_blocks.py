@@ -56,6 +56,13 @@ CREATE INDEX IF NOT EXISTS tick_blocks_by_seq ON tick_blocks (symbol, last_seq);
 DROP INDEX IF EXISTS tick_blocks_by_time;
 CREATE INDEX IF NOT EXISTS tick_blocks_by_times ON tick_blocks (symbol, ts_min, ts_max);
 CREATE TABLE IF NOT EXISTS tick_spans (symbol TEXT PRIMARY KEY, max_span REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS book_snapshots (
+    symbol TEXT NOT NULL,
+    ts REAL NOT NULL,
+    version INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    PRIMARY KEY (symbol, ts, version)
+);
 """
 BLOCK_TICKS = 1000  # ticks per block when blocks are cut from rows (the recorder's chunks are the same size)
 # Blocks are read in pages that start small and double: a query for a few ticks reads a block or two, a long
@@ -73,6 +80,7 @@ WITH RECURSIVE s(symbol) AS (
     UNION ALL SELECT (SELECT min(symbol) FROM tick_blocks WHERE symbol > s.symbol) FROM s WHERE s.symbol IS NOT NULL
 ) SELECT symbol FROM s WHERE symbol IS NOT NULL
 """
+BOOK_SYMBOLS = SYMBOLS.replace("tick_blocks", "book_snapshots")
 _by_time = itemgetter(1, 2)
 
 
@@ -322,7 +330,9 @@ def page(rows: Iterator[RowTuple], size: int) -> Iterator[list[RowTuple]]:
 
 # -- retention ------------------------------------------------------------------------------------------------
 def delete_before(conn: sqlite3.Connection, symbol: str, cutoff: float) -> int:
-    """Delete ``symbol``'s ticks older than ``cutoff`` inside the caller's transaction; returns how many."""
+    """Delete ``symbol``'s ticks (and book snapshots) older than ``cutoff`` inside the caller's transaction;
+    returns how many ticks."""
+    conn.execute("DELETE FROM book_snapshots WHERE symbol = ? AND ts < ?", (symbol, cutoff))
     deleted = conn.execute(
         "SELECT coalesce(sum(n), 0) FROM tick_blocks WHERE symbol = ? AND ts_max < ?", (symbol, cutoff)
     ).fetchone()[0]

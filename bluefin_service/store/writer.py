@@ -13,11 +13,12 @@ equal weight whatever its nice value, so a child in a session of its own got as 
 whenever it decoded a batch: fan-out p99 4.4x worse at 50k ticks/s (0.85 -> 3.75 ms).
 
 Pipe protocol (child's stdin/stdout): parent -> child, per batch, one frame per chunk (one symbol's ticks): a
-``!HII`` header (symbol bytes, ticks, trade-id bytes), the symbol, then the block's columns (seqs, timestamps,
-prices, sizes: 8 bytes a tick each; flags: 1; the trade ids), ended by an all-zero header; child -> parent one
-JSON line per batch, ``{"stored": n, "undecodable": m}`` or ``{"error": "..."}``. The child opens the store on its first
-batch (and again after a failure) and exits when its stdin closes, so a killed service never leaves it writing
-forever.
+``!BHII`` header (kind 1, symbol bytes, ticks, trade-id bytes), the symbol, then the block's columns (seqs,
+timestamps, prices, sizes: 8 bytes a tick each; flags: 1; the trade ids); then, if any, one frame of order-book
+snapshots (kind 2, 0, count, bytes; MessagePack ``[[symbol, ts, version, payload], ...]``); ended by an all-zero
+header; child -> parent one JSON line per batch, ``{"stored": n, "undecodable": m}`` or ``{"error": "..."}``. The
+child opens the store on its first batch (and again after a failure) and exits when its stdin closes, so a
+killed service never leaves it writing forever.
 """
 
 from __future__ import annotations
@@ -31,14 +32,18 @@ import os
 import struct
 import sys
 
-from bluefin_service.store import StoreError, TickRow, open_store, redact
+import msgspec
+
+from bluefin_service.store import BookRow, StoreError, TickRow, open_store, redact
 from bluefin_service.store.sqlite import SqliteStore
 from marketdata.tick_blocks import Block, ChunkColumns, CorruptBlock, block_rows, make_block
 
 log = logging.getLogger(__name__)
 
-_HEADER = struct.Struct("!HII")
-_END = _HEADER.pack(0, 0, 0)
+_HEADER = struct.Struct("!BHII")  # frame kind, symbol bytes, count, last part's bytes
+_END, _TICKS, _BOOKS = 0, 1, 2
+_encode_books = msgspec.msgpack.Encoder().encode
+_decode_books = msgspec.msgpack.Decoder(list[tuple[str, float, int, bytes]]).decode
 REPLY_TIMEOUT = 120.0  # a batch is normally milliseconds; this only catches a hung database
 
 
@@ -76,7 +81,7 @@ class WriterProcess:
             self._proc, self._stdin, self._unread_replies = proc, write_end, 0
         return proc
 
-    async def write(self, chunks: list[ChunkColumns]) -> int:
+    async def write(self, chunks: list[ChunkColumns], books: list[BookRow] | None = None) -> int:
         """Store one batch of chunks (all or nothing); returns how many ticks could not be stored as sent."""
         proc = await self._ensure()
         assert proc.stdout is not None and self._stdin is not None
@@ -87,7 +92,7 @@ class WriterProcess:
                 await asyncio.wait_for(proc.stdout.readline(), self.reply_timeout)
                 self._unread_replies -= 1
             self._unread_replies += 1
-            self._sending = asyncio.ensure_future(_send(self._stdin, chunks))
+            self._sending = asyncio.ensure_future(_send(self._stdin, chunks, books or []))
             await asyncio.wait_for(asyncio.shield(self._sending), self.reply_timeout)
             self._sending = None
             line = await asyncio.wait_for(proc.stdout.readline(), self.reply_timeout)
@@ -139,14 +144,18 @@ class WriterProcess:
         await self._release_pipe()
 
 
-async def _send(fd: int, chunks: list[ChunkColumns]) -> None:
+async def _send(fd: int, chunks: list[ChunkColumns], books: list[BookRow]) -> None:
     """Write one batch a framed chunk at a time, yielding to the loop after each (and while the pipe is full)."""
     for chunk in chunks:
         symbol = chunk.symbol.encode()
         columns = chunk.parts()
-        await _write_all(fd, b"".join((_HEADER.pack(len(symbol), len(chunk), len(columns[-1])), symbol, *columns)))
+        head = _HEADER.pack(_TICKS, len(symbol), len(chunk), len(columns[-1]))
+        await _write_all(fd, b"".join((head, symbol, *columns)))
         await asyncio.sleep(0)
-    await _write_all(fd, _END)
+    if books:
+        encoded = _encode_books(books)
+        await _write_all(fd, _HEADER.pack(_BOOKS, 0, len(books), len(encoded)) + encoded)
+    await _write_all(fd, _HEADER.pack(_END, 0, 0, 0))
 
 
 async def _write_all(fd: int, data: bytes) -> None:
@@ -193,14 +202,18 @@ def _read_exact(stream: object, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def _read_batch(stream: object) -> tuple[list[Block], int]:
-    """One batch's chunks as blocks, up to the end marker; returns (blocks, ticks that did not make a block)."""
+def _read_batch(stream: object) -> tuple[list[Block], list[BookRow], int]:
+    """One batch up to the end marker: (tick blocks, book snapshots, ticks that did not make a block)."""
     blocks: list[Block] = []
+    books: list[BookRow] = []
     bad = 0
     while True:
-        symbol_size, n, ids_size = _HEADER.unpack(_read_exact(stream, _HEADER.size))
-        if not (symbol_size or n or ids_size):
-            return blocks, bad
+        kind, symbol_size, n, ids_size = _HEADER.unpack(_read_exact(stream, _HEADER.size))
+        if kind == _END:
+            return blocks, books, bad
+        if kind == _BOOKS:
+            books += map(BookRow._make, _decode_books(_read_exact(stream, ids_size)))
+            continue
         symbol = _read_exact(stream, symbol_size).decode("utf-8", "replace")
         columns = [_read_exact(stream, 8 * n) for _ in range(4)]  # seqs, stamps, prices, sizes
         flags = _read_exact(stream, n)
@@ -216,7 +229,7 @@ async def _serve(url: str) -> None:
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     while True:
         try:
-            blocks, bad = await asyncio.to_thread(_read_batch, stdin)
+            blocks, books, bad = await asyncio.to_thread(_read_batch, stdin)
         except EOFError:
             break
         try:
@@ -224,7 +237,11 @@ async def _serve(url: str) -> None:
                 await store.open()
             if isinstance(store, SqliteStore):
                 store.write_blocks_sync(blocks)  # as they came: the writer decodes nothing
+                if books:
+                    store.write_books_sync(books)
             else:
+                if books:
+                    await store.write_books(books)
                 rows: list[TickRow] = []
                 for block in blocks:
                     try:

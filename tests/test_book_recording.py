@@ -1,0 +1,71 @@
+"""Order books recorded by a real service fed by a fake exchange, and served back by ``GET /orderbooks``."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+from fake_exchanges.base import standard_script
+from svc_helpers import http, wait_for_status
+from test_sources import FAKES, _service_env, make_source
+
+DEPTH = 5
+
+
+async def test_order_books_are_recorded_and_served_back_as_clients_got_them(start_service: Any) -> None:
+    script = standard_script(random.Random(7), [], steps_between=40)
+    _, symbol_map = make_source("okx", "unused")
+    fake = FAKES["okx"](list(symbol_map.values()), script, seed=7)
+    env = _service_env("okx", await fake.start())
+    env |= {"RECORD": "true", "RECORD_BOOK_SECONDS": "0.05", "RECORD_BOOK_DEPTH": str(DEPTH)}
+    service = start_service(FLUSH_INTERVAL_SECONDS="0.1", **env)
+    url = f"{service.http_url}/orderbooks/ETH-PERP"
+    try:
+        await asyncio.wait_for(fake.play(), 30)
+        expected = fake.expected_book(symbol_map["ETH-PERP"], DEPTH)
+
+        async def newest_is_final() -> bool:
+            status, body, _ = await http("GET", f"{url}?limit=1")
+            if status != 200 or not body["books"]:
+                return False
+            data = body["books"][-1]["data"]
+            return ([tuple(level) for level in data["bids"]], [tuple(level) for level in data["asks"]]) == expected
+
+        deadline = asyncio.get_running_loop().time() + 15
+        while not await newest_is_final():
+            assert asyncio.get_running_loop().time() < deadline, "the newest recorded book never equalled the venue's"
+            await asyncio.sleep(0.1)
+        recorder = (await wait_for_status(service, lambda s: s["recorder"]["books_written"] >= 2))["recorder"]
+        assert recorder["books_dropped"] == 0
+        status, body, _ = await http("GET", f"{url}?limit=10000")
+        assert status == 200 and body["count"] == len(body["books"]) >= 2
+        books = body["books"]
+        assert all(b["type"] == "orderbook" and b["symbol"] == "ETH-PERP" for b in books)
+        assert all(len(b["data"]["bids"]) <= DEPTH and len(b["data"]["asks"]) <= DEPTH for b in books)
+        stamps = [b["timestamp"] for b in books]
+        assert stamps == sorted(stamps)
+        ids = [b["data"]["update_id"] for b in books]
+        assert len(set(ids)) == len(ids)  # a snapshot only when the book changed
+        middle = stamps[len(stamps) // 2]
+        status, body, _ = await http("GET", f"{url}?start={middle!r}&limit=10000")
+        assert status == 200 and [b["timestamp"] for b in body["books"]] == [t for t in stamps if t >= middle]
+
+        for query, message in (
+            ("limit=0", "limit"),
+            ("start=soon", "start"),
+            ("start=1700000010&end=1700000000", "must be after"),
+            ("depth=5", "unknown parameter"),
+        ):
+            status, body, _ = await http("GET", f"{url}?{query}")
+            assert status == 400 and message in body["error"]["message"], query
+        status, body, _ = await http("GET", f"{service.http_url}/orderbooks/NOPE-PERP")
+        assert status == 404 and body["error"]["code"] == "unknown_symbol"
+    finally:
+        await fake.stop()
+
+
+async def test_a_mock_service_records_no_books_and_says_so_per_symbol(start_service: Any) -> None:
+    service = start_service()
+    status, body, _ = await http("GET", f"{service.http_url}/orderbooks/ETH-PERP")
+    assert status == 200 and body == {"symbol": "ETH-PERP", "count": 0, "books": []}
