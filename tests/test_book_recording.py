@@ -7,6 +7,7 @@ import random
 from typing import Any
 
 from fake_exchanges.base import standard_script
+from store_helpers import pg_url  # noqa: F401 - a fixture
 from svc_helpers import http, wait_for_status
 from test_sources import FAKES, _service_env, make_source
 
@@ -14,11 +15,19 @@ DEPTH = 5
 
 
 async def test_order_books_are_recorded_and_served_back_as_clients_got_them(start_service: Any) -> None:
+    await record_and_read_books(start_service, {})
+
+
+async def test_order_books_recorded_into_postgresql(start_service: Any, pg_url: str) -> None:  # noqa: F811
+    await record_and_read_books(start_service, {"STORE_URL": pg_url})
+
+
+async def record_and_read_books(start_service: Any, store_env: dict[str, str]) -> None:
     script = standard_script(random.Random(7), [], steps_between=40)
     _, symbol_map = make_source("okx", "unused")
     fake = FAKES["okx"](list(symbol_map.values()), script, seed=7)
     env = _service_env("okx", await fake.start())
-    env |= {"RECORD": "true", "RECORD_BOOK_SECONDS": "0.05", "RECORD_BOOK_DEPTH": str(DEPTH)}
+    env |= {"RECORD": "true", "RECORD_BOOK_SECONDS": "0.05", "RECORD_BOOK_DEPTH": str(DEPTH), **store_env}
     service = start_service(FLUSH_INTERVAL_SECONDS="0.1", **env)
     url = f"{service.http_url}/orderbooks/ETH-PERP"
     try:
