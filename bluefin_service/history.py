@@ -121,6 +121,13 @@ def _time(query: Mapping[str, str], name: str) -> float | None:
         raise BadRequest(f"{name}: {exc}") from None
 
 
+def _time_range(query: Mapping[str, str]) -> tuple[float | None, float | None]:
+    start, end = _time(query, "start"), _time(query, "end")
+    if start is not None and end is not None and end <= start:
+        raise BadRequest(f"end ({end}) must be after start ({start})")
+    return start, end
+
+
 def _int(query: Mapping[str, str], name: str, default: int | None, low: int, high: int) -> int | None:
     raw = query.get(name)
     if raw is None or raw == "":
@@ -137,9 +144,7 @@ def _int(query: Mapping[str, str], name: str, default: int | None, low: int, hig
 # -- GET /trades/{symbol} ------------------------------------------------------------------------------------
 async def _trades(service: StreamingService, symbol: str, query: Mapping[str, str]) -> web.Response:
     _check_names(query, _TRADES_PARAMS)
-    start, end = _time(query, "start"), _time(query, "end")
-    if start is not None and end is not None and end <= start:
-        raise BadRequest(f"end ({end}) must be after start ({start})")
+    start, end = _time_range(query)
     limit = _int(query, "limit", DEFAULT_TRADES, 1, MAX_TRADES) or DEFAULT_TRADES
     after_seq = _int(query, "after_seq", None, 0, 2**62)
     kind = query.get("type", "all")
@@ -165,9 +170,7 @@ async def _trades(service: StreamingService, symbol: str, query: Mapping[str, st
 async def _orderbooks(service: StreamingService, symbol: str, query: Mapping[str, str]) -> web.Response:
     """Recorded order-book snapshots (exchange sources), each the ``orderbook`` message clients received."""
     _check_names(query, _BOOK_PARAMS)
-    start, end = _time(query, "start"), _time(query, "end")
-    if start is not None and end is not None and end <= start:
-        raise BadRequest(f"end ({end}) must be after start ({start})")
+    start, end = _time_range(query)
     limit = _int(query, "limit", DEFAULT_BOOKS, 1, MAX_BOOKS) or DEFAULT_BOOKS
     rows = await service.store.books(symbol, start, end, limit)
     recorder = service.recorder

@@ -8,12 +8,13 @@ HTTP reads never wait for a write (WAL readers see the last committed batch). A 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from itertools import islice
 from pathlib import Path
 
@@ -108,37 +109,23 @@ class SqliteStore(Store):
         self._local = threading.local()
 
     # -- writing ---------------------------------------------------------------------------------------------
+    def _open_writer(self) -> sqlite3.Connection:
+        conn = self._writer
+        if conn is None:
+            raise StoreError(f"store {self.path} is not open")
+        return conn
+
     def write_blocks_sync(self, new_blocks: list[Block]) -> None:
         """Store blocks in one transaction (ticks already stored, by seq, are left out)."""
-        with self._write_lock:
-            conn = self._writer
-            if conn is None:
-                raise StoreError(f"store {self.path} is not open")
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                blocks.insert_blocks(conn, new_blocks)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+        with self._write_lock, transaction(self._open_writer()) as conn:
+            blocks.insert_blocks(conn, new_blocks)
 
     async def write(self, rows: list[TickRow]) -> None:
         await asyncio.to_thread(lambda: self.write_blocks_sync(blocks.blocks_from_rows(rows)))
 
     def write_books_sync(self, rows: list[BookRow]) -> None:
-        with self._write_lock:
-            conn = self._writer
-            if conn is None:
-                raise StoreError(f"store {self.path} is not open")
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany("INSERT OR IGNORE INTO book_snapshots VALUES (?, ?, ?, ?)", rows)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+        with self._write_lock, transaction(self._open_writer()) as conn:
+            conn.executemany("INSERT OR IGNORE INTO book_snapshots VALUES (?, ?, ?, ?)", rows)
 
     async def write_books(self, rows: list[BookRow]) -> None:
         await asyncio.to_thread(self.write_books_sync, rows)
@@ -241,9 +228,7 @@ class SqliteStore(Store):
 
     def _retention_sync(self, max_age: float | None, max_bytes: int | None, now: float) -> int:
         with self._write_lock:
-            conn = self._writer
-            if conn is None:
-                raise StoreError(f"store {self.path} is not open")
+            conn = self._open_writer()
             symbols = [row[0] for row in conn.execute(blocks.SYMBOLS)]
             symbols += [s for (s,) in conn.execute(blocks.BOOK_SYMBOLS) if s not in symbols]
             deleted = 0
@@ -280,16 +265,22 @@ def _seq_row(row: tuple[object, ...]) -> SeqRow:
     return (row[1], row[2], row[3] == TRADE, row[4], row[5], None if side is None else side == "buy", row[7])  # type: ignore[return-value]
 
 
-def _delete_before(conn: sqlite3.Connection, symbols: list[str], cutoff: float) -> int:
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any exception (the connection is in autocommit mode)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        deleted = sum(blocks.delete_before(conn, symbol, cutoff) for symbol in symbols)
+        yield conn
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    return deleted
+
+
+def _delete_before(conn: sqlite3.Connection, symbols: list[str], cutoff: float) -> int:
+    with transaction(conn):
+        return sum(blocks.delete_before(conn, symbol, cutoff) for symbol in symbols)
 
 
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:
@@ -301,8 +292,7 @@ def _migrate_rows_to_blocks(conn: sqlite3.Connection, path: Path) -> None:
     transaction (an interrupted migration leaves the file as it was and runs again at the next start)."""
     started = time.monotonic()
     moved = 0
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):
         symbols = [row[0] for row in conn.execute(_V1_SYMBOLS)]
         for symbol in symbols:
             cursor = conn.execute(
@@ -312,11 +302,6 @@ def _migrate_rows_to_blocks(conn: sqlite3.Connection, path: Path) -> None:
                 blocks.insert_blocks(conn, blocks.blocks_from_rows(rows))
                 moved += len(rows)
         conn.execute("DROP TABLE ticks")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     log.warning("store %s: moved %d recorded ticks of %d symbols to the block layout in %.1f s",
                 path, moved, len(symbols), time.monotonic() - started)  # fmt: skip
 

@@ -121,16 +121,12 @@ def blocks_from_rows(rows: Iterable[RowTuple]) -> list[Block]:
         for seq in sorted(by_seq):
             row = by_seq[seq]
             if part and (len(part) >= BLOCK_TICKS or abs(row[1] - part[0][1]) > BLOCK_SPAN_SECONDS):
-                blocks.append(_block(symbol, part))
+                blocks.append(block_from_rows(symbol, part))
                 part = []
             part.append(row)
         if part:
-            blocks.append(_block(symbol, part))
+            blocks.append(block_from_rows(symbol, part))
     return blocks
-
-
-def _block(symbol: str, rows: list[RowTuple]) -> Block:
-    return block_from_rows(symbol, rows)
 
 
 def insert_blocks(conn: sqlite3.Connection, blocks: list[Block]) -> None:
@@ -164,7 +160,7 @@ def _without_stored(conn: sqlite3.Connection, block: Block) -> Block | None:
         if arrays is not None:
             stored.update(arrays[0].tolist())
     rows = [row for row in rows_of(block) if row[2] not in stored]
-    return _block(block.symbol, rows) if rows else None
+    return block_from_rows(block.symbol, rows) if rows else None
 
 
 # -- finding blocks ----------------------------------------------------------------------------------------------
@@ -255,10 +251,15 @@ def rows_by_time(
 
 
 def rows_by_seq(
-    conn: sqlite3.Connection, symbol: str, after_seq: int, start: float | None, end: float | None
+    conn: sqlite3.Connection,
+    symbol: str,
+    after_seq: int,
+    start: float | None,
+    end: float | None,
+    last_seq: float = math.inf,
 ) -> Iterator[RowTuple]:
-    """Rows with seq after ``after_seq`` and ``start <= ts < end``, in seq order."""
-    for block in blocks_by_seq(conn, symbol, after_seq):
+    """Rows with seq after ``after_seq`` (up to ``last_seq``) and ``start <= ts < end``, in seq order."""
+    for block in blocks_by_seq(conn, symbol, after_seq, last_seq):
         if (start is not None and block.ts_max < start) or (end is not None and block.ts_min >= end):
             continue
         arrays = arrays_of(block)
@@ -274,22 +275,13 @@ def rows_by_seq(
 def rows_in_seq_order(
     conn: sqlite3.Connection, symbol: str, start: float | None, end: float | None
 ) -> Iterator[RowTuple]:
-    """Rows with ``start <= ts < end`` in seq order (how the hub published them)."""
+    """Rows with ``start <= ts < end`` in seq order (how the hub published them): the seq range of the blocks
+    that may reach into the time range, then those blocks by seq."""
     sql = "SELECT min(first_seq), max(last_seq) FROM tick_blocks WHERE symbol = ? AND ts_min >= ? AND ts_min < ?"
-    span = max_span(conn, symbol)
-    low = -math.inf if start is None else start - span
+    low = -math.inf if start is None else start - max_span(conn, symbol)
     first, last = conn.execute(sql, (symbol, low, math.inf if end is None else end)).fetchone()
-    if first is None:
-        return
-    for block in blocks_by_seq(conn, symbol, first - 1, last):
-        if (start is not None and block.ts_max < start) or (end is not None and block.ts_min >= end):
-            continue
-        arrays = arrays_of(block)
-        if arrays is None:
-            continue
-        keep = _mask(arrays[1], start, end)
-        if keep is None or keep.any():
-            yield from rows_of(block, keep)
+    if first is not None:
+        yield from rows_by_seq(conn, symbol, first - 1, start, end, last)
 
 
 def newest_rows(conn: sqlite3.Connection, symbol: str, end: float | None, limit: int) -> list[RowTuple]:
@@ -347,5 +339,5 @@ def delete_before(conn: sqlite3.Connection, symbol: str, cutoff: float) -> int:
         deleted += block.n - len(kept)
         conn.execute("DELETE FROM tick_blocks WHERE rowid = ?", (row[0],))
         if kept:
-            conn.execute(_INSERT, _block(symbol, kept))
+            conn.execute(_INSERT, block_from_rows(symbol, kept))
     return int(deleted)
