@@ -33,6 +33,9 @@ BAD_STARTS = [
             ("HEARTBEAT_INTERVAL_SECONDS", "0", "seconds between heartbeats, 0.05 to 3600"),
             ("LOOP_STALL_WARN_MS", "-5", "ms a loop turn may run before its stack is logged, 0 (off) to 60000"),
             ("LOOP_STALL_WARN_MS", "soon", "ms a loop turn may run before its stack is logged, 0 (off) to 60000"),
+            ("RECORD_BOOK_SECONDS", "-1", "seconds between recorded order-book snapshots of a symbol, 0 to not record"),
+            ("RECORD_BOOK_DEPTH", "deep", "levels a side in a recorded order book, 1 to 50"),
+            ("RECORD_BOOK_DEPTH", "0", "levels a side in a recorded order book, 1 to 50"),
         ]
     ),
     (SERVICE, {"DRY_RUN": "false"}, ["DRY_RUN=false", "SOURCE"]),
