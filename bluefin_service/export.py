@@ -1,7 +1,12 @@
-"""``bluefin-service export``: recorded ticks or candles of one symbol to Parquet or CSV, for pandas/DuckDB.
+"""``bluefin-service export``: recorded ticks, candles or order books of one symbol to Parquet or CSV, for
+pandas/DuckDB.
 
 Reads the store page by page and writes incrementally, so memory stays flat however long the range; a
-range of more than ``PROGRESS_MIN_ROWS`` ticks shows a rich progress bar on stderr.
+range of more than ``PROGRESS_MIN_ROWS`` ticks (or snapshots) shows a rich progress bar on stderr.
+
+Order books come out one row per recorded snapshot, in the flat layout research tools expect:
+``bid_price_0, bid_size_0, ask_price_0, ask_size_0, ...`` best first, ``--depth`` levels a side (empty where
+the snapshot had fewer). A snapshot that does not decode is skipped and counted on stderr.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from bluefin_service.store import Store, TickQuery, TickRow, open_store, parse_t
 from bluefin_service.store.aggregate import TickColumns, aggregate, parse_interval
 from bluefin_service.store.sqlite import SqliteStore
 from marketdata.errors import ConfigError
-from marketdata.protocol import ProtocolError, normalize_symbol
+from marketdata.protocol import OrderBookMessage, ProtocolError, decode_server, normalize_symbol
 
 PROGRESS_MIN_ROWS = 200_000
 WRITE_ROWS = 100_000
@@ -44,6 +49,31 @@ TICK_SCHEMA = pa.schema(
         ("trade_id", pa.string()),
     ]
 )
+BOOK_HEAD = [
+    ("time", pa.timestamp("us", tz="UTC")),
+    ("timestamp", pa.float64()),
+    ("symbol", pa.string()),
+    ("version", pa.int64()),
+    ("venue", pa.string()),
+    ("update_id", pa.int64()),
+    ("best_bid", pa.float64()),
+    ("best_ask", pa.float64()),
+    ("spread", pa.float64()),
+    ("mid", pa.float64()),
+]
+MAX_BOOK_DEPTH = 50
+
+
+def book_schema(depth: int) -> pa.Schema:
+    levels = [
+        (f"{side}_{part}_{level}", pa.float64())
+        for level in range(depth)
+        for side in ("bid", "ask")
+        for part in ("price", "size")
+    ]
+    return pa.schema(BOOK_HEAD + levels)
+
+
 CANDLE_FIELDS = ("start", "end", "open", "high", "low", "close", "volume", "trade_count", "vwap", "buy_volume",
                  "sell_volume", "final")  # fmt: skip
 _CANDLE_TYPES = {"trade_count": pa.int64(), "final": pa.bool_()}
@@ -62,8 +92,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--end", required=True, help="epoch seconds or ISO-8601 (exclusive)")
     parser.add_argument("--format", choices=("parquet", "csv"), default=None, help="default: from --out's suffix")
     parser.add_argument("--out", required=True, type=Path, help="output file")
-    parser.add_argument("--what", choices=("ticks", "candles"), default="ticks", help="ticks (default) or candles")
+    parser.add_argument(
+        "--what", choices=("ticks", "candles", "books"), default="ticks", help="ticks (default), candles or books"
+    )
     parser.add_argument("--interval", default="1m", help="candle interval for --what candles (15s, 1m, ...)")
+    parser.add_argument("--depth", type=int, default=20, help="levels a side for --what books (1-50, default 20)")
     parser.add_argument("--store", help="store URL (default: STORE_URL, or SQLite in DATA_DIR)")
     parser.add_argument("--env-file", action="append", type=Path, default=None, help="extra .env file(s) to read")
     return parser.parse_args(argv)
@@ -77,6 +110,8 @@ def main(argv: list[str]) -> int:
         if end <= start:
             raise ValueError(f"--end ({args.end}) must be after --start ({args.start})")
         interval = parse_interval(args.interval)
+        if not 1 <= args.depth <= MAX_BOOK_DEPTH:
+            raise ValueError(f"--depth must be 1 to {MAX_BOOK_DEPTH} levels a side, got {args.depth}")
         fmt = args.format or ("csv" if args.out.suffix.lower() == ".csv" else "parquet")
         url = args.store or load_settings((Path(".env"), *(args.env_file or ()))).resolved_store_url
     except (ValueError, ProtocolError, ConfigError) as exc:
@@ -87,7 +122,7 @@ def main(argv: list[str]) -> int:
         print(f"bluefin-service export: no recorded data: {store.path} does not exist", file=sys.stderr)
         return 1
     try:
-        count = asyncio.run(export(store, symbol, start, end, fmt, args.out, args.what, interval))
+        count = asyncio.run(export(store, symbol, start, end, fmt, args.out, args.what, interval, args.depth))
     except Exception as exc:  # store down, unreadable file, full disk: one clear line, exit 1
         print(f"bluefin-service export: failed reading {redact(url)}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
@@ -111,18 +146,34 @@ class _Sink:
 
 
 async def export(
-    store: Store, symbol: str, start: float, end: float, fmt: str, out: Path, what: str, interval: int
+    store: Store,
+    symbol: str,
+    start: float,
+    end: float,
+    fmt: str,
+    out: Path,
+    what: str,
+    interval: int,
+    depth: int = 20,
 ) -> int:
     await store.open()
     try:
-        total = await store.count(symbol, start, end)
-        schema = TICK_SCHEMA if what == "ticks" else CANDLE_SCHEMA
+        if what == "books":
+            total = await store.count_books(symbol, start, end)
+            schema = book_schema(depth)
+        else:
+            total = await store.count(symbol, start, end)
+            schema = TICK_SCHEMA if what == "ticks" else CANDLE_SCHEMA
         sink = _Sink(out, fmt, schema)
         try:
             with _progress(total) as progress:
                 task = progress.add_task(f"{symbol} {what}", total=total)
                 if what == "ticks":
                     return await _export_ticks(store, symbol, start, end, sink, lambda n: progress.advance(task, n))
+                if what == "books":
+                    return await _export_books(
+                        store, symbol, start, end, depth, sink, lambda n: progress.advance(task, n)
+                    )
                 return await _export_candles(
                     store, symbol, start, end, interval, sink, lambda n: progress.advance(task, n)
                 )
@@ -173,6 +224,41 @@ def _tick_columns(rows: list[TickRow]) -> dict[str, list[Any]]:
         "side": [row.side for row in rows],
         "trade_id": [row.trade_id for row in rows],
     }
+
+
+async def _export_books(
+    store: Store, symbol: str, start: float, end: float, depth: int, sink: _Sink, advance: Any
+) -> int:
+    written = skipped = 0
+    async for page in store.iter_books(symbol, start, end):
+        table: dict[str, list[Any]] = {name: [] for name in sink.schema.names}
+        for row in page:
+            try:
+                message = decode_server(row.payload)
+            except ProtocolError:
+                message = None
+            if not isinstance(message, OrderBookMessage):
+                skipped += 1
+                continue
+            data = message.data
+            head = (int(row.ts * 1_000_000), row.ts, row.symbol, row.version, data.venue, data.update_id,
+                    data.best_bid, data.best_ask, data.spread, data.mid)  # fmt: skip
+            for (name, _type), value in zip(BOOK_HEAD, head, strict=True):
+                table[name].append(value)
+            for side, levels in (("bid", data.bids), ("ask", data.asks)):
+                for level in range(depth):
+                    price, size = levels[level][:2] if level < len(levels) else (None, None)
+                    table[f"{side}_price_{level}"].append(price)
+                    table[f"{side}_size_{level}"].append(size)
+        advance(len(page))
+        if table["time"]:
+            sink.write(table)
+            written += len(table["time"])
+    if written == 0:
+        sink.write({name: [] for name in sink.schema.names})
+    if skipped:
+        print(f"bluefin-service export: skipped {skipped} recorded book(s) that do not decode", file=sys.stderr)
+    return written
 
 
 async def _export_candles(

@@ -88,8 +88,10 @@ class StreamingService:
             self.hub, settings.symbols, settings.candle_intervals, settings.candle_grace_seconds
         )
         self.source = build_source(settings, self.hub)
-        # Exchange sources also publish books and feed status; BookStreams routes them off the tick path.
-        self.books = BookStreams(self.hub, settings.symbols) if settings.source_name in EXCHANGES else None
+        # Exchange sources (and a replay of their recorded books) also publish books and feed status; BookStreams
+        # routes them off the tick path.
+        with_books = settings.source_name in EXCHANGES or settings.source_name == "replay"
+        self.books = BookStreams(self.hub, settings.symbols) if with_books else None
         if self.books is not None:
             self.books.status_listeners.append(self._flag_candles)
         self.store = open_store(settings.resolved_store_url)
@@ -283,7 +285,9 @@ class StreamingService:
         }
 
     def _feed_status(self) -> dict[str, object]:
-        """Exchange sources: reconnect/resync counters and book subscriptions."""
+        """Exchange sources: reconnect/resync counters and book subscriptions; a replay: how far it got."""
+        if self.source.name == "replay":
+            return {"replay": self.source.status()}  # type: ignore[attr-defined]
         feed = getattr(self.source, "stats", None)
         if self.books is None or feed is None:
             return {}

@@ -15,7 +15,10 @@ import asyncpg
 import numpy as np
 import pytest
 
-from bluefin_service.store import PRICE_UPDATE, TRADE, TickRow
+from bluefin_service.books import book_data
+from bluefin_service.store import PRICE_UPDATE, TRADE, BookRow, TickRow
+from marketdata.book import BookView
+from marketdata.protocol import OrderBookMessage, encode
 from marketdata.tick_blocks import BLOCK_COLUMNS, Block, block_rows
 
 PG_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -80,6 +83,12 @@ def make_rows(symbol: str, count: int, start_ts: float = 1_700_000_000.0, step: 
         else:
             rows.append(TickRow(symbol, ts, i + 1, PRICE_UPDATE, price, 1000.0 + i, None, None))
     return rows
+
+
+def book_row(symbol: str, ts: float, version: int, best: float) -> BookRow:
+    """A recorded snapshot as the service stores it: two bid levels, one ask, around ``best``."""
+    view = BookView(symbol, ts, [(best, 1.5), (best - 0.5, 3.0)], [(best + 0.5, 2.0)], "okx", 1000 + version)
+    return BookRow(symbol, ts, version, encode(OrderBookMessage(symbol, ts, book_data(view, 20))))
 
 
 def stored_rows(db: Path) -> dict[str, dict[int, tuple[Any, ...]]]:

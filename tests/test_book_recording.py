@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 from fake_exchanges.base import standard_script
 from store_helpers import pg_url  # noqa: F401 - a fixture
 from svc_helpers import http, wait_for_status
@@ -18,11 +21,41 @@ async def test_order_books_are_recorded_and_served_back_as_clients_got_them(star
     await record_and_read_books(start_service, {})
 
 
+async def test_recorded_books_replay_to_orderbook_subscribers_as_they_were(start_service: Any, tmp_path: Path) -> None:
+    recorder, recorded = await record_and_read_books(start_service, {})
+    recorder.stop()  # a clean stop flushes what is buffered
+    span = recorded[-1]["timestamp"] - recorded[0]["timestamp"]
+    replayed = start_service(
+        SOURCE="replay", STORE_URL=f"sqlite:///{tmp_path / 'data' / 'ticks.db'}", SYMBOLS="ETH-PERP,BTC-PERP",
+        DATA_DIR=str(tmp_path / "replay-data"), REPLAY_START=repr(recorded[0]["timestamp"]),
+        REPLAY_SPEED=repr(max(span / 2.0, 0.01)),  # about 2 s of playback, so the client sees it move
+    )  # fmt: skip
+    received: list[dict[str, Any]] = []
+    async with aiohttp.ClientSession() as session, session.ws_connect(f"{replayed.ws_url}/ws/multi/ETH-PERP") as ws:
+        await ws.send_json(
+            {"type": "subscribe", "symbols": ["ETH-PERP"], "orderbook": True, "orderbook_depth": DEPTH,
+             "orderbook_rate": 20}
+        )  # fmt: skip
+        final = await wait_for_status(replayed, lambda s: s["replay"]["finished"], timeout=30)
+        deadline = asyncio.get_running_loop().time() + 10
+        while not received or received[-1]["timestamp"] < recorded[-1]["timestamp"]:
+            assert asyncio.get_running_loop().time() < deadline, "the last recorded book never reached the client"
+            message = await ws.receive_json(timeout=10)
+            if message["type"] == "orderbook":
+                received.append(message)
+    assert final["replay"]["orderbooks"] >= len(recorded) and final["replay"]["orderbooks_skipped"] == 0
+    as_recorded = {(book["timestamp"], json.dumps(book["data"])) for book in recorded}
+    assert all((book["timestamp"], json.dumps(book["data"])) in as_recorded for book in received)
+    stamps = [book["timestamp"] for book in received]
+    assert stamps == sorted(stamps) and received[-1]["data"] == recorded[-1]["data"]
+
+
 async def test_order_books_recorded_into_postgresql(start_service: Any, pg_url: str) -> None:  # noqa: F811
     await record_and_read_books(start_service, {"STORE_URL": pg_url})
 
 
-async def record_and_read_books(start_service: Any, store_env: dict[str, str]) -> None:
+async def record_and_read_books(start_service: Any, store_env: dict[str, str]) -> tuple[Any, list[dict[str, Any]]]:
+    """Record a fake OKX session's books; returns the service and its recorded ETH-PERP books, oldest first."""
     script = standard_script(random.Random(7), [], steps_between=40)
     _, symbol_map = make_source("okx", "unused")
     fake = FAKES["okx"](list(symbol_map.values()), script, seed=7)
@@ -72,6 +105,7 @@ async def record_and_read_books(start_service: Any, store_env: dict[str, str]) -
         assert status == 404 and body["error"]["code"] == "unknown_symbol"
     finally:
         await fake.stop()
+    return service, books
 
 
 async def test_a_mock_service_records_no_books_and_says_so_per_symbol(start_service: Any) -> None:

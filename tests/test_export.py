@@ -10,10 +10,10 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pytest
-from store_helpers import make_rows
+from store_helpers import book_row, make_rows
 
 from bluefin_service.export import main as export_main
-from bluefin_service.store import TickRow, open_store
+from bluefin_service.store import BookRow, TickRow, open_store
 
 ROWS = make_rows("ETH-PERP", 2000, start_ts=1_700_000_000.0, step=0.05) + make_rows("BTC-PERP", 50)
 START, END = "2023-11-14T22:13:25Z", "1700000090"  # ISO and epoch mixed on purpose
@@ -131,3 +131,48 @@ def test_bad_arguments_exit_with_a_clear_message(
     assert export_main([part for item in base.items() for part in item]) == code
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_order_books_to_parquet_and_csv_one_flat_row_per_snapshot(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ticks.db'}"
+    books = [book_row("ETH-PERP", 1_700_000_000.0 + i, i, 2500.0 + i) for i in range(30)]
+    books.append(book_row("BTC-PERP", 1_700_000_001.0, 1, 40_000.0))
+    garbage = BookRow("ETH-PERP", 1_700_000_003.5, 99, b"{not a book")
+
+    async def fill() -> None:
+        store = open_store(url)
+        await store.open()
+        await store.write_books([*books, garbage])
+        await store.close()
+
+    asyncio.run(fill())
+    wanted = [b for b in books if b.symbol == "ETH-PERP" and 1_700_000_002.0 <= b.ts < 1_700_000_025.0]
+    for fmt in ("parquet", "csv"):
+        out = tmp_path / f"books.{fmt}"
+        result = run_export(
+            "--symbol", "ETH-PERP", "--start", "1700000002", "--end", "1700000025", "--store", url,
+            "--what", "books", "--depth", "3", "--out", str(out), cwd=tmp_path,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert f"exported {len(wanted)} books of ETH-PERP" in result.stderr
+        assert "skipped 1 recorded book(s) that do not decode" in result.stderr
+        frame = pd.read_parquet(out) if fmt == "parquet" else pd.read_csv(out)
+        assert list(frame["timestamp"]) == [b.ts for b in wanted]
+        assert list(frame["version"]) == [b.version for b in wanted]
+        assert list(frame["bid_price_0"]) == [b.ts - 1_700_000_000.0 + 2500.0 for b in wanted]
+        assert list(frame["bid_price_1"]) == list(frame["bid_price_0"] - 0.5)
+        assert list(frame["ask_size_0"]) == [2.0] * len(wanted)
+        assert frame["ask_price_1"].isna().all() and frame["bid_size_2"].isna().all()  # fewer levels than --depth
+        assert list(frame["mid"]) == list((frame["bid_price_0"] + frame["ask_price_0"]) / 2)
+        assert "ask_price_3" not in frame.columns
+        counted = duckdb.sql(f"SELECT count(*), max(best_ask) FROM '{out}'").fetchall()[0]
+        assert counted == (len(wanted), wanted[-1].ts - 1_700_000_000.0 + 2500.5)
+
+
+@pytest.mark.parametrize("depth", ["0", "51", "deep"])
+def test_a_bad_book_depth_is_refused(depth: str, tmp_path: Path) -> None:
+    result = run_export(
+        "--symbol", "ETH-PERP", "--start", "1700000002", "--end", "1700000025", "--what", "books",
+        "--depth", depth, "--out", str(tmp_path / "x.csv"), cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2 and "--depth" in result.stderr and "Traceback" not in result.stderr

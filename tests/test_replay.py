@@ -6,12 +6,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from store_helpers import make_rows
+from store_helpers import book_row, make_rows
 from svc_helpers import collect_market, connect, wait_for_status
 
 from bluefin_service.__main__ import main as service_main
+from bluefin_service.books import book_data
 from bluefin_service.sources.replay import ReplaySource
-from bluefin_service.store import open_store, row_event
+from bluefin_service.store import BookRow, open_store, row_event
+from marketdata.book import BookView
+from marketdata.protocol import decode_server, encode, market_message
 from marketdata.ticks import MarketEvent
 
 FAST = {"STREAM_INTERVAL_SECONDS": "0.01", "TRADE_FREQUENCY": "0.02", "FLUSH_INTERVAL_SECONDS": "0.2"}
@@ -38,6 +41,44 @@ async def test_replay_merges_symbols_in_time_order_within_the_range(tmp_path: Pa
         expected = sorted((row for row in eth + btc if start <= row.ts < end), key=lambda row: (row.ts, row.seq))
         assert published == [row_event(row) for row in expected]
         assert replay.finished and replay.published == len(expected)
+    await store.close()
+
+
+async def test_recorded_books_replay_in_time_order_with_the_ticks_and_garbage_is_skipped(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'ticks.db'}")
+    await store.open()
+    ticks = make_rows("ETH-PERP", 40, step=0.1)
+    books = [book_row("ETH-PERP", ticks[i].ts, i, 100.0 + i) for i in range(0, 40, 3)]  # same instant as a tick
+    books.append(book_row("BTC-PERP", ticks[5].ts + 0.05, 1, 50_000.0))
+    garbage = [
+        BookRow("ETH-PERP", ticks[7].ts + 0.01, 900, b"\x00not json"),
+        BookRow("ETH-PERP", ticks[8].ts + 0.01, 901, encode(market_message(row_event(ticks[8]), 9))),  # not a book
+    ]
+    await store.write(ticks)
+    await store.write_books(books + garbage)
+    published: list[Any] = []
+    replay = ReplaySource(store, ["ETH-PERP", "BTC-PERP"], ticks[2].ts, ticks[30].ts, speed=0.0, page=7)
+    await replay.run(published.extend)
+
+    in_range = [b for b in books if ticks[2].ts <= b.ts < ticks[30].ts]
+    expected = sorted(
+        [(t.ts, 0, t.seq, row_event(t)) for t in ticks[2:30]]
+        + [(b.ts, 1, b.version, decode_server(b.payload)) for b in in_range],
+        key=lambda item: item[:3],
+    )
+    assert len(published) == len(expected)
+    for event, (_ts, is_book, _order, want) in zip(published, expected, strict=True):
+        if not is_book:
+            assert event == want
+            continue
+        assert isinstance(event, BookView)
+        assert (event.symbol, event.timestamp, event.venue, event.update_id) == (
+            want.symbol, want.timestamp, want.data.venue, want.data.update_id,
+        )  # fmt: skip
+        assert book_data(event, 20) == want.data  # the book a subscriber gets is the one recorded
+    assert replay.status() == {
+        "ticks": 28, "orderbooks": len(in_range), "orderbooks_skipped": 2, "finished": True,
+    }  # fmt: skip
     await store.close()
 
 

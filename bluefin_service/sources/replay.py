@@ -1,7 +1,11 @@
-"""SOURCE=replay: recorded ticks from the store, streamed through the same hub with their original timestamps.
+"""SOURCE=replay: recorded ticks and order books from the store, streamed through the same hub with their
+original timestamps.
 
 ``speed`` 1 replays in real time, 10 ten times faster, 0 as fast as the hub takes them. Symbols are merged
 in event-time order; each is read in pages (keyset pagination), so memory stays bounded whatever the range.
+Recorded order-book snapshots (``RECORD_BOOK_SECONDS``) go out in the same time order, as the ``BookView``
+events an exchange source publishes, so clients that subscribe with ``"orderbook": true`` get the book as it
+was at that point of the replay. A snapshot that does not decode is logged, counted and skipped.
 """
 
 from __future__ import annotations
@@ -10,10 +14,13 @@ import asyncio
 import heapq
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 
 from bluefin_service.config import ServiceSettings
-from bluefin_service.store import PAGE_ROWS, Store, TickRow, open_store, redact, row_event
+from bluefin_service.sources.feed import Publish
+from bluefin_service.store import PAGE_ROWS, BookRow, Store, TickRow, open_store, redact, row_event
+from marketdata.book import BookView
+from marketdata.protocol import OrderBookMessage, ProtocolError, decode_server
 from marketdata.ticks import MarketEvent
 
 log = logging.getLogger(__name__)
@@ -39,7 +46,9 @@ class ReplaySource:
         self.end = end
         self.speed = speed
         self.page = page
-        self.published = 0
+        self.published = 0  # ticks
+        self.books_published = 0
+        self.books_skipped = 0  # recorded snapshots that did not decode
         self.finished = False
         self._replayed_to: float | None = None  # timestamp of the newest tick published
         self._anchor: tuple[float, float] | None = None  # (replayed time, monotonic) the clock runs on from
@@ -55,23 +64,36 @@ class ReplaySource:
         rate = self.speed if self.speed > 0 and not self.finished else (1.0 if self.finished else 0.0)
         return max(replayed + (time.monotonic() - at) * rate, self._replayed_to or replayed)
 
-    def _published(self, batch: list[MarketEvent]) -> None:
-        self.published += len(batch)
+    def _published(self, batch: list[MarketEvent | BookView]) -> None:
+        books = sum(type(event) is BookView for event in batch)
+        self.published += len(batch) - books
+        self.books_published += books
         self._replayed_to = batch[-1].timestamp
         if self.speed == 0 or self._anchor is None:
             self._anchor = (self._replayed_to, time.monotonic())
+
+    def status(self) -> dict[str, object]:
+        return {
+            "ticks": self.published,
+            "orderbooks": self.books_published,
+            "orderbooks_skipped": self.books_skipped,
+            "finished": self.finished,
+        }
 
     @classmethod
     def from_settings(cls, settings: ServiceSettings) -> ReplaySource:
         store = open_store(settings.resolved_store_url)
         return cls(store, settings.symbols, settings.replay_start, settings.replay_end, settings.replay_speed)
 
-    async def rows(self) -> AsyncIterator[TickRow]:
-        """Every symbol's rows in the range, merged by (ts, seq)."""
+    async def rows(self) -> AsyncIterator[TickRow | BookRow]:
+        """Every symbol's ticks and book snapshots in the range, merged by time (ticks before a snapshot of the
+        same instant; ticks by seq, snapshots by version)."""
         pages = [self.store.iter_range(symbol, self.start, self.end, self.page) for symbol in self.symbols]
-        buffers: list[list[TickRow]] = [[] for _ in pages]
+        pages += [self.store.iter_books(symbol, self.start, self.end) for symbol in self.symbols]
+        buffers: list[list[TickRow] | list[BookRow]] = [[] for _ in pages]
         positions = [0] * len(pages)
-        heap: list[tuple[float, int, int]] = []
+        heap: list[tuple[float, int, int, int]] = []
+        first_book_stream = len(self.symbols)
 
         async def push_next(index: int) -> None:
             if positions[index] >= len(buffers[index]):
@@ -80,18 +102,35 @@ class ReplaySource:
                 if not buffers[index]:
                     return
             row = buffers[index][positions[index]]
-            heapq.heappush(heap, (row.ts, row.seq, index))
+            order = row[2]  # a tick's seq, a snapshot's version
+            heapq.heappush(heap, (row.ts, index >= first_book_stream, order, index))
 
         for index in range(len(pages)):
             await push_next(index)
         while heap:
-            _ts, _seq, index = heapq.heappop(heap)
+            index = heapq.heappop(heap)[3]
             row = buffers[index][positions[index]]
             positions[index] += 1
             yield row
             await push_next(index)
 
-    async def run(self, publish: Callable[[list[MarketEvent]], None]) -> None:
+    def _book_view(self, row: BookRow) -> BookView | None:
+        try:
+            message = decode_server(row.payload)
+        except ProtocolError as exc:
+            return self._skip_book(row, str(exc))
+        if not isinstance(message, OrderBookMessage):
+            return self._skip_book(row, f"a {type(message).__name__}, not an orderbook message")
+        data = message.data
+        bids = [(level[0], level[1]) for level in data.bids]
+        asks = [(level[0], level[1]) for level in data.asks]
+        return BookView(message.symbol, message.timestamp, bids, asks, data.venue, data.update_id)
+
+    def _skip_book(self, row: BookRow, why: str) -> None:
+        self.books_skipped += 1
+        log.warning("replay: skipped the recorded %s book at %s: %s", row.symbol, row.ts, why)
+
+    async def run(self, publish: Publish) -> None:
         await self.store.open()
         log.info(
             "replaying %s from %s (%s to %s, speed %s)",
@@ -103,7 +142,7 @@ class ReplaySource:
         )
         started = time.monotonic()
         first_ts: float | None = None
-        batch: list[MarketEvent] = []
+        batch: list[MarketEvent | BookView] = []
         async for row in self.rows():
             if first_ts is None:
                 first_ts = row.ts
@@ -115,7 +154,12 @@ class ReplaySource:
                         self._published(batch)
                         batch = []
                     await asyncio.sleep(wait)
-            batch.append(row_event(row))
+            if type(row) is TickRow:
+                batch.append(row_event(row))
+            else:
+                view = self._book_view(row)  # type: ignore[arg-type]
+                if view is not None:
+                    batch.append(view)
             if len(batch) >= FAST_BATCH:
                 publish(batch)
                 self._published(batch)
@@ -131,4 +175,7 @@ class ReplaySource:
         if not self.published:
             log.warning("replay found no recorded ticks for %s in that range", ",".join(self.symbols))
         rate = self.published / max(elapsed, 1e-9)
-        log.info("replay finished: %d ticks in %.2fs (%.0f ticks/s)", self.published, elapsed, rate)
+        log.info(
+            "replay finished: %d ticks and %d order books in %.2fs (%.0f ticks/s)",
+            self.published, self.books_published, elapsed, rate,
+        )  # fmt: skip

@@ -33,6 +33,7 @@ PRICE_UPDATE = "price_update"
 COLUMNS = ("symbol", "ts", "seq", "kind", "price", "size", "side", "trade_id")
 SCHEMA_VERSION = 2  # PostgreSQL's: 1 ticks, 2 order-book snapshots (SQLite has its own, in sqlite.py)
 PAGE_ROWS = 10_000
+BOOK_PAGE_ROWS = 500  # a snapshot is a few KB of JSON
 
 
 class TickRow(NamedTuple):
@@ -100,8 +101,11 @@ class Store(abc.ABC):
         """Append order-book snapshots atomically; a snapshot already stored is left as it is."""
 
     @abc.abstractmethod
-    async def books(self, symbol: str, start: float | None, end: float | None, limit: int) -> list[BookRow]:
-        """Snapshots of one symbol with ``start <= ts < end``, oldest first; the newest ``limit`` if no start."""
+    async def books(
+        self, symbol: str, start: float | None, end: float | None, limit: int, after: tuple[float, int] | None = None
+    ) -> list[BookRow]:
+        """Snapshots of one symbol with ``start <= ts < end``, oldest first; the newest ``limit`` if no start and
+        no ``after``; with ``after`` (a snapshot's ``(ts, version)``) only those ordered after it (keyset paging)."""
 
     @abc.abstractmethod
     async def ticks(self, query: TickQuery) -> list[TickRow]:
@@ -117,6 +121,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def count(self, symbol: str, start: float | None, end: float | None) -> int: ...
+
+    @abc.abstractmethod
+    async def count_books(self, symbol: str, start: float | None, end: float | None) -> int: ...
 
     @abc.abstractmethod
     async def symbols(self) -> list[str]: ...
@@ -144,6 +151,20 @@ class Store(abc.ABC):
             if len(rows) < page:
                 return
             cursor = (rows[-1].ts, rows[-1].seq)
+
+    async def iter_books(
+        self, symbol: str, start: float | None, end: float | None, page: int = BOOK_PAGE_ROWS
+    ) -> AsyncIterator[list[BookRow]]:
+        """Pages of one symbol's book snapshots in (ts, version) order (bounded memory, like ``iter_range``)."""
+        cursor: tuple[float, int] | None = (start, -(2**63)) if start is not None else (-math.inf, -(2**63))
+        while True:
+            rows = await self.books(symbol, None, end, page, after=cursor)
+            if not rows:
+                return
+            yield rows
+            if len(rows) < page:
+                return
+            cursor = (rows[-1].ts, rows[-1].version)
 
     async def range_columns(self, symbol: str, start: float | None, end: float | None) -> TickColumns:
         """A range of one symbol as columns for candle building (stores may override with a faster path)."""

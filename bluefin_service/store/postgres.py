@@ -173,6 +173,10 @@ class PostgresStore(Store):
         where, params = _where(symbol, start, end)
         return int(await self._require().fetchval(f"SELECT count(*) FROM ticks WHERE {where}", *params))
 
+    async def count_books(self, symbol: str, start: float | None, end: float | None) -> int:
+        where, params = _where(symbol, start, end)
+        return int(await self._require().fetchval(f"SELECT count(*) FROM book_snapshots WHERE {where}", *params))
+
     async def symbols(self) -> list[str]:
         return [record[0] for record in await self._require().fetch(_SYMBOLS)]
 
@@ -180,10 +184,16 @@ class PostgresStore(Store):
         async with self._require().acquire() as conn, conn.transaction():
             await conn.executemany("INSERT INTO book_snapshots VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING", rows)
 
-    async def books(self, symbol: str, start: float | None, end: float | None, limit: int) -> list[BookRow]:
+    async def books(
+        self, symbol: str, start: float | None, end: float | None, limit: int, after: tuple[float, int] | None = None
+    ) -> list[BookRow]:
         where, params = _where(symbol, start, end)
         sql = f"SELECT symbol, ts, version, payload FROM book_snapshots WHERE {where}"
-        if start is None:
+        if after is not None:
+            params += after
+            sql += f" AND (ts, version) > (${len(params) - 1}, ${len(params)})"
+            rows = await self._require().fetch(f"{sql} ORDER BY ts, version LIMIT {int(limit)}", *params)
+        elif start is None:
             rows = await self._require().fetch(f"{sql} ORDER BY ts DESC, version DESC LIMIT {int(limit)}", *params)
             rows.reverse()
         else:

@@ -130,12 +130,17 @@ class SqliteStore(Store):
     async def write_books(self, rows: list[BookRow]) -> None:
         await asyncio.to_thread(self.write_books_sync, rows)
 
-    async def books(self, symbol: str, start: float | None, end: float | None, limit: int) -> list[BookRow]:
+    async def books(
+        self, symbol: str, start: float | None, end: float | None, limit: int, after: tuple[float, int] | None = None
+    ) -> list[BookRow]:
         def run() -> list[BookRow]:
             conn = self._reader()
             sql = "SELECT symbol, ts, version, payload FROM book_snapshots WHERE symbol = ? AND ts >= ? AND ts < ?"
             low = -math.inf if start is None else start
             high = math.inf if end is None else end
+            if after is not None:
+                sql += " AND (ts, version) > (?, ?) ORDER BY ts, version LIMIT ?"
+                return [BookRow(*row) for row in conn.execute(sql, (symbol, low, high, *after, limit))]
             if start is None:
                 found = conn.execute(f"{sql} ORDER BY ts DESC, version DESC LIMIT ?", (symbol, low, high, limit))
                 return [BookRow(*row) for row in reversed(found.fetchall())]
@@ -213,6 +218,11 @@ class SqliteStore(Store):
 
     async def count(self, symbol: str, start: float | None, end: float | None) -> int:
         return await asyncio.to_thread(lambda: blocks.count_rows(self._reader(), symbol, start, end))
+
+    async def count_books(self, symbol: str, start: float | None, end: float | None) -> int:
+        sql = "SELECT count(*) FROM book_snapshots WHERE symbol = ? AND ts >= ? AND ts < ?"
+        low, high = -math.inf if start is None else start, math.inf if end is None else end
+        return await asyncio.to_thread(lambda: int(self._reader().execute(sql, (symbol, low, high)).fetchone()[0]))
 
     async def symbols(self) -> list[str]:
         return await asyncio.to_thread(lambda: [row[0] for row in self._reader().execute(blocks.SYMBOLS)])
