@@ -36,7 +36,7 @@ from bluefin_service.store import (
 )
 from bluefin_service.store.aggregate import parse_interval
 from bluefin_service.store.history_candles import HistoryCandles
-from bluefin_service.store.tick_slices import slice_rows
+from bluefin_service.store.recorder import pending_rows
 from marketdata.protocol import ProtocolError, normalize_symbol
 
 if TYPE_CHECKING:
@@ -193,10 +193,10 @@ async def _pending(service: StreamingService, symbol: str) -> list[TickRow]:
     recorder = service.recorder
     if recorder is None:
         return []
-    pending = recorder.pending_slices()
+    pending = recorder.pending_blocks(symbol)
     if not pending:
         return []
-    return await asyncio.to_thread(slice_rows, pending, symbol)
+    return await asyncio.to_thread(pending_rows, pending)
 
 
 def _merge_pending(stored: list[TickRow], pending: list[TickRow], q: TickQuery) -> list[TickRow]:

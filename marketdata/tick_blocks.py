@@ -5,9 +5,9 @@ event timestamps, prices and sizes (float64; a price update's size is the venue'
 byte a tick (``PRICE_UPDATE_FLAG``, ``SELL_FLAG``, ``BUY_FLAG``), all little-endian, and the trades' ids as one
 MessagePack array of strings. About 36 bytes a tick, against ~90 for a row per tick with its indexes.
 
-One row per block is what lets the recorder keep up with 100k ticks/s on a few percent of a core: the writer
-process binds a handful of values per block, where one row per tick cost it ~4-6 us a tick (decode + per-row
-``executemany`` binding + two B-tree inserts), about half a core at 100k/s. Readers pick
+One row per chunk is what lets the recorder keep up with 100k ticks/s on a few percent of a core: the writer
+process binds a handful of values per block and decodes nothing, where one row per tick cost it ~4-6 us a tick
+(decode + per-row ``executemany`` binding + two B-tree inserts), about half a core at 100k/s. Readers pick
 blocks by their seq or time bounds, filter with the arrays, and build rows only for the ticks they return.
 
 A block whose columns do not agree raises CorruptBlock, which readers count and skip; a tick with an unknown flag
@@ -60,8 +60,8 @@ class Block(NamedTuple):
 
 
 class ChunkColumns:
-    """A block being built a tick at a time. ``add`` is the reference; the writer's packing loop
-    (``bluefin_service/store/tick_slices.pack_blocks``) inlines the same appends."""
+    """A block being built a tick at a time (the recorder's chunks). ``add`` is the reference; the recorder
+    inlines the same appends in its packing loop."""
 
     __slots__ = ("flags", "prices", "seqs", "sizes", "stamps", "symbol", "trade_ids")
 

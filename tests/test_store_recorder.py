@@ -9,8 +9,7 @@ from pathlib import Path
 
 from bluefin_service.hub import Hub
 from bluefin_service.store import TickQuery, open_store
-from bluefin_service.store.recorder import Recorder
-from bluefin_service.store.tick_slices import slice_rows
+from bluefin_service.store.recorder import Recorder, pending_rows
 from marketdata.tick_blocks import BLOCK_SPAN_SECONDS
 from marketdata.ticks import PriceUpdate, Trade
 
@@ -53,7 +52,7 @@ async def test_a_failing_store_keeps_the_newest_within_the_bound(tmp_path: Path)
     status = recorder.status()
     assert status["state"] == "failing" and "Error" in str(status["last_error"])
     assert status["dropped"] == 4000 and status["buffered"] == 1300  # bound + the batch being retried
-    pending = slice_rows(recorder.pending_slices(), "ETH-PERP")
+    pending = pending_rows(recorder.pending_blocks("ETH-PERP"))
     assert [row.seq for row in pending][300:] == list(range(4301, 5301))  # the newest are kept
     await recorder.stop(drain_seconds=0.5)
 

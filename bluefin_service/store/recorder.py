@@ -2,18 +2,18 @@
 
 The listener only appends the event and its seq to a list (~0.1 us a tick, a tenth of what publishing a tick
 costs) and schedules a packing step to run after the loop's current work. Fan-out p99 is set by how long a
-source's burst takes to publish (a tick waits for those ahead of it), so every tenth of a microsecond spent on
-the loop shows in it. Each packing step encodes up to ``PACK_SLICE`` ticks into one MessagePack slice in a
-single C call (``tick_slices.py``, ~0.1 us a tick); the writer process decodes the slices and packs them into
-per-symbol store blocks, off the loop. Measured at 100k ticks/s: packing inside the listener (0.5 us a tick)
-raised p99 ~1.5x; encoding a whole 1,000-tick chunk at send time (0.2-0.4 ms steps) 2-6x; packing into
-columns in 200-tick steps on the loop (0.45 us a tick, ~0.1 ms steps) 1.4x. Every other step on the loop
-(taking a batch, copying it into the pipe, freeing it once stored) works a piece at a time.
+source's burst takes to publish (a tick waits for those ahead of it), so every tenth of a microsecond spent in
+the listener shows in it. Each packing step moves up to ``PACK_SLICE`` ticks into their symbol's chunk: the
+columns of one store block (``marketdata/tick_blocks.py``), up to ``CHUNK_MESSAGES`` ticks, which the writer
+stores as they are. Measured at 100k ticks/s: packing inside the listener (0.5 us a tick) raised p99 ~1.5x;
+encoding a whole chunk at send time (0.2-0.4 ms steps) 2-6x. Every other step on the loop (taking a batch,
+copying it into the pipe, freeing it once stored) works a chunk at a time.
 
 A flusher task takes a batch every ``flush_interval`` and hands it to the writer process (``writer.py``), which
 writes it in one transaction. When the store fails the batch is kept and retried with capped, jittered backoff
-while new ticks keep buffering; once the buffer is full the oldest slice is dropped, counted, logged and shown
-in ``/streaming/status``. Memory is bounded by ``max_buffered + max_batch`` ticks.
+while new ticks keep buffering; once the buffer is full the oldest chunk is dropped, counted, logged and shown
+in ``/streaming/status``. Memory is bounded by ``max_buffered + max_batch`` ticks (plus one chunk being filled
+per symbol).
 """
 
 from __future__ import annotations
@@ -28,15 +28,23 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from bluefin_service.store import BookRow, Store, redact
-from bluefin_service.store.tick_slices import encode_slice
+from bluefin_service.store import BookRow, Store, TickRow, redact
 from bluefin_service.store.writer import WriterProcess
-from marketdata.ticks import MarketEvent
+from marketdata.tick_blocks import (
+    BLOCK_SPAN_SECONDS,
+    BUY_FLAG,
+    PRICE_UPDATE_FLAG,
+    SELL_FLAG,
+    Block,
+    ChunkColumns,
+    block_rows,
+)
+from marketdata.ticks import MarketEvent, Trade
 
 log = logging.getLogger(__name__)
 
-PACK_SLICE = 200  # ticks encoded per loop step: ~20 us
-FREE_SLICES = 50  # stored slices freed per loop turn
+CHUNK_MESSAGES = 1000  # ticks per chunk (and stored block)
+PACK_SLICE = 50  # ticks packed per loop step: ~25 us
 MAX_BOOKS = 100_000  # order-book snapshots buffered while the store fails (~1 day of 1/s for a symbol)
 BACKOFF_FIRST = 0.1
 BACKOFF_CAP = 2.0
@@ -65,14 +73,15 @@ class RecorderStats:
 
 
 class _Batch:
-    """Tick slices ``(data, ticks)`` and book snapshots taken from the buffer."""
+    """Chunks and book snapshots taken from the buffer, and the newest seq per symbol they hold."""
 
-    __slots__ = ("books", "size", "slices")
+    __slots__ = ("books", "chunks", "last_seq", "size")
 
-    def __init__(self, slices: list[tuple[bytes, int]], size: int, books: list[BookRow]) -> None:
-        self.slices = slices
+    def __init__(self, chunks: list[ChunkColumns], size: int, books: list[BookRow]) -> None:
+        self.chunks = chunks
         self.size = size
         self.books = books
+        self.last_seq = {chunk.symbol: chunk.seqs[-1] for chunk in chunks}  # chunks are oldest first
 
 
 class Recorder:
@@ -100,14 +109,15 @@ class Recorder:
         self.written_seq: dict[str, int] = {}
         self.opened = False
         self._clock = clock
-        self.slice_size = max(1, min(PACK_SLICE, max_buffered // 10))
+        self.chunk_size = max(1, min(CHUNK_MESSAGES, max_buffered // 10))
         self._unpacked: list[object] = []  # event, seq, event, seq, ... as published, not yet packed
         self._packing: list[object] = []  # the list being packed, from index _packed_to
         self._packed_to = 0
         self._pack_scheduled = False
+        self._filling: dict[str, ChunkColumns] = {}  # the chunk being filled, per symbol
         self._books: deque[BookRow] = deque(maxlen=MAX_BOOKS)  # snapshots waiting; full: the oldest go, counted
-        self._slices: deque[tuple[bytes, int]] = deque()  # encoded slices (data, ticks), oldest first
-        self._sliced = 0  # ticks in self._slices
+        self._chunks: deque[ChunkColumns] = deque()  # full chunks, oldest first
+        self._chunked = 0  # ticks in self._chunks
         self._inflight: _Batch | None = None
         self._task: asyncio.Task[None] | None = None
         self._last_retention = 0.0
@@ -138,8 +148,8 @@ class Recorder:
         return [row for row in itertools.chain(inflight, self._books) if row.symbol == symbol]
 
     def _pack_step(self) -> None:
-        """Encode up to ``slice_size`` ticks, and come back after the loop's other ready work if more wait."""
-        self._pack(self.slice_size)
+        """Pack up to ``PACK_SLICE`` ticks, and come back after the loop's other ready work if more wait."""
+        self._pack(PACK_SLICE)
         if self._waiting():
             asyncio.get_running_loop().call_soon(self._pack_step)
         else:
@@ -147,7 +157,7 @@ class Recorder:
 
     def _pack_all(self) -> None:
         while self._waiting():
-            self._pack(self.slice_size)
+            self._pack(self._waiting())
         self._pack_scheduled = False
 
     def _waiting(self) -> int:
@@ -169,32 +179,63 @@ class Recorder:
             self._next_list()
         packing, start = self._packing, self._packed_to
         stop = min(len(packing), start + 2 * count)
-        if stop > start:
-            self._packed_to = stop
-            whole = start == 0 and stop == len(packing)
-            self._add_slice(encode_slice(packing if whole else packing[start:stop]), (stop - start) // 2)
+        self._packed_to = stop
+        filling = self._filling
+        size = self.chunk_size
+        for i in range(start, stop, 2):
+            event: MarketEvent = packing[i]  # type: ignore[assignment]
+            chunk = filling.get(event.symbol)
+            if chunk is not None and abs(event.timestamp - chunk.stamps[0]) > BLOCK_SPAN_SECONDS:
+                del filling[event.symbol]  # a block spans at most this much event time (see sqlite_blocks)
+                self._add_chunk(chunk)
+                chunk = None
+            if chunk is None:
+                chunk = filling[event.symbol] = ChunkColumns(event.symbol)
+            chunk.seqs.append(packing[i + 1])  # type: ignore[arg-type]
+            chunk.stamps.append(event.timestamp)
+            chunk.prices.append(event.price)
+            if event.__class__ is Trade:  # ChunkColumns.add, inlined: this loop runs for every tick
+                chunk.sizes.append(event.size)  # type: ignore[union-attr]
+                chunk.flags.append(BUY_FLAG if event.side == "buy" else SELL_FLAG)  # type: ignore[union-attr]
+                chunk.trade_ids.append(event.trade_id)  # type: ignore[union-attr]
+            else:
+                chunk.sizes.append(event.volume)  # type: ignore[union-attr]
+                chunk.flags.append(PRICE_UPDATE_FLAG)
+            if len(chunk.seqs) >= size:
+                del filling[event.symbol]
+                self._add_chunk(chunk)
         if stop >= len(packing):
             self._packing, self._packed_to = [], 0
 
-    def _add_slice(self, data: bytes, ticks: int) -> None:
-        """Append an encoded slice to the buffer; past ``max_buffered``, drop the oldest slices."""
-        self._slices.append((data, ticks))
-        self._sliced += ticks
-        while self._sliced > self.max_buffered:
-            _, dropped = self._slices.popleft()
-            self._sliced -= dropped
-            self.stats.dropped += dropped
+    def _add_chunk(self, chunk: ChunkColumns) -> None:
+        """Append a full chunk to the buffer; past ``max_buffered``, drop the oldest chunks."""
+        self._chunks.append(chunk)
+        self._chunked += len(chunk)
+        while self._chunked > self.max_buffered:
+            dropped = self._chunks.popleft()
+            self._chunked -= len(dropped)
+            self.stats.dropped += len(dropped)
+
+    def _seal(self) -> None:
+        """Pack what is waiting and move every chunk being filled to the full ones (at each flush)."""
+        self._pack_all()
+        filling, self._filling = self._filling, {}
+        for chunk in filling.values():
+            self._add_chunk(chunk)
 
     @property
     def buffered(self) -> int:
-        return self._sliced + self._waiting() + (self._inflight.size if self._inflight else 0)
+        filling = sum(len(chunk) for chunk in self._filling.values()) + self._waiting()
+        return self._chunked + filling + (self._inflight.size if self._inflight else 0)
 
-    def pending_slices(self) -> list[bytes]:
-        """Recorded but not yet stored ticks of every symbol, oldest first, as encoded slices (for history reads:
-        ``tick_slices.slice_rows`` decodes them, in a worker thread)."""
+    def pending_blocks(self, symbol: str) -> list[Block]:
+        """Recorded but not yet stored ticks of ``symbol``, oldest first, as block copies: a memory copy a chunk on
+        the loop, decoded into rows by ``pending_rows`` in a worker thread (for history reads)."""
         self._pack_all()
-        inflight = self._inflight.slices if self._inflight else ()
-        return [data for data, _ in itertools.chain(inflight, self._slices)]
+        inflight = self._inflight.chunks if self._inflight else ()
+        filling = self._filling.get(symbol)
+        chunks = itertools.chain(inflight, self._chunks, (filling,) if filling is not None else ())
+        return [chunk.block() for chunk in chunks if chunk.symbol == symbol]
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -220,7 +261,7 @@ class Recorder:
             await self.store.close()
 
     async def _drain(self) -> None:
-        while self._inflight is not None or self._slices or self._waiting() or self._books:
+        while self._inflight is not None or self._chunks or self._filling or self._waiting() or self._books:
             await self.flush_once()
 
     async def _run(self) -> None:
@@ -254,12 +295,12 @@ class Recorder:
     async def flush_once(self) -> bool:
         """Write one batch; True if more is waiting. Raises what the store raised (the batch is kept)."""
         if self._inflight is None:
-            self._pack_all()
-            if not self._slices and not self._books:
+            self._seal()
+            if not self._chunks and not self._books:
                 return False
             self._inflight = self._take_batch()
         batch = self._inflight
-        bad, last_seq = await self.writer.write(batch.slices, batch.books)
+        bad = await self.writer.write(batch.chunks, batch.books)
         if not self.opened:
             self.opened = True
             log.info("recording to %s", redact(self.store.url))
@@ -268,24 +309,23 @@ class Recorder:
         self.stats.written += batch.size - bad
         self.stats.books_written += len(batch.books)
         self.stats.last_flush = self._clock()
-        self.written_seq.update(last_seq)
-        slices = batch.slices
-        while slices:  # free the stored slices a piece per loop turn
-            del slices[-FREE_SLICES:]
+        self.written_seq.update(batch.last_seq)
+        while batch.chunks:  # free the stored payloads a chunk per loop turn
+            batch.chunks.pop()
             await asyncio.sleep(0)
-        return self._sliced >= self.max_batch
+        return self._chunked >= self.max_batch
 
     def _take_batch(self) -> _Batch:
-        slices = self._slices
-        if self._sliced <= self.max_batch:
-            taken, size = list(slices), self._sliced
-            slices.clear()
+        chunks = self._chunks
+        if self._chunked <= self.max_batch:
+            taken, size = list(chunks), self._chunked
+            chunks.clear()
         else:
             taken, size = [], 0
-            while slices and size < self.max_batch:
-                taken.append(slices.popleft())
-                size += taken[-1][1]
-        self._sliced -= size
+            while chunks and size < self.max_batch:
+                taken.append(chunks.popleft())
+                size += len(taken[-1])
+        self._chunked -= size
         books = list(self._books)
         self._books.clear()
         return _Batch(taken, size, books)
@@ -360,3 +400,8 @@ class Recorder:
             "books_dropped": stats.books_dropped,
             "written_seq": dict(self.written_seq),
         }
+
+
+def pending_rows(blocks: list[Block]) -> list[TickRow]:
+    """``Recorder.pending_blocks`` as rows (run it in a worker thread: it is Python per tick)."""
+    return [TickRow._make(row) for block in blocks for row in block_rows(block)[0]]

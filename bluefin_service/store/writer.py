@@ -1,23 +1,24 @@
 """The recorder's writer process: stores batches outside the service's interpreter.
 
-Storing runs in a child process so that the database's own work (decoding the recorder's slices, packing them
-into per-symbol blocks, page writes, checkpoints, fsyncs; for PostgreSQL, building the COPY rows) never holds
-the service's GIL: when it decoded and inserted one row per tick in a thread of the service, fan-out p99 was
-25x worse at 100k ticks/s. The service's part is copying the encoded slices into a non-blocking pipe, on the
-event loop up to ``SEND_BYTES`` at a time, yielding in between (from a worker thread instead, the join over a
-whole batch held the GIL, and the loop waited for it: p99 at 50k ticks/s 1.28 ms vs 0.61 ms).
+Storing runs in a child process so that the database's own work (page writes, checkpoints, fsyncs; for
+PostgreSQL, building the COPY rows) never holds the service's GIL: when it decoded and inserted one row per tick
+in a thread of the service, fan-out p99 was 25x worse at 100k ticks/s. The service's part is encoding each
+chunk's events (MessagePack, in C) and copying it into a non-blocking pipe, on the event loop a chunk at a time,
+yielding between chunks (from a worker thread instead, the join over a whole batch held the GIL, and the loop
+waited for it: p99 at 50k ticks/s 1.28 ms vs 0.61 ms).
 
 The child leaves the service's process group (a Ctrl-C or group signal must not kill it before the final flush)
 but stays in its session, at nice 19. Under the kernel's autogroup scheduling every session is a CPU group of
 equal weight whatever its nice value, so a child in a session of its own got as much CPU as the whole service
 whenever it decoded a batch: fan-out p99 4.4x worse at 50k ticks/s (0.85 -> 3.75 ms).
 
-Pipe protocol (child's stdin/stdout): parent -> child, per batch, one frame per tick slice: a ``!BHII`` header
-(kind 1, 0, ticks, bytes) and the slice (MessagePack ``[event, seq, ...]``, ``tick_slices.py``); then, if any,
-one frame of order-book snapshots (kind 2, 0, count, bytes; MessagePack ``[[symbol, ts, version, payload],
-...]``); ended by an all-zero header; child -> parent one JSON line per batch, ``{"stored": n, "undecodable": m,
-"last_seq": {symbol: seq}}`` or ``{"error": "..."}``. The child opens the store on its first batch (and again
-after a failure) and exits when its stdin closes, so a killed service never leaves it writing forever.
+Pipe protocol (child's stdin/stdout): parent -> child, per batch, one frame per chunk (one symbol's ticks): a
+``!BHII`` header (kind 1, symbol bytes, ticks, trade-id bytes), the symbol, then the block's columns (seqs,
+timestamps, prices, sizes: 8 bytes a tick each; flags: 1; the trade ids); then, if any, one frame of order-book
+snapshots (kind 2, 0, count, bytes; MessagePack ``[[symbol, ts, version, payload], ...]``); ended by an all-zero
+header; child -> parent one JSON line per batch, ``{"stored": n, "undecodable": m}`` or ``{"error": "..."}``. The
+child opens the store on its first batch (and again after a failure) and exits when its stdin closes, so a
+killed service never leaves it writing forever.
 """
 
 from __future__ import annotations
@@ -35,8 +36,7 @@ import msgspec
 
 from bluefin_service.store import BookRow, StoreError, TickRow, open_store, redact
 from bluefin_service.store.sqlite import SqliteStore
-from bluefin_service.store.tick_slices import pack_blocks
-from marketdata.tick_blocks import CorruptBlock, block_rows
+from marketdata.tick_blocks import Block, ChunkColumns, CorruptBlock, block_rows, make_block
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,6 @@ _END, _TICKS, _BOOKS = 0, 1, 2
 _encode_books = msgspec.msgpack.Encoder().encode
 _decode_books = msgspec.msgpack.Decoder(list[tuple[str, float, int, bytes]]).decode
 REPLY_TIMEOUT = 120.0  # a batch is normally milliseconds; this only catches a hung database
-SEND_BYTES = 64 * 1024  # copied into the pipe per loop step
 
 
 class WriterProcess:
@@ -82,11 +81,8 @@ class WriterProcess:
             self._proc, self._stdin, self._unread_replies = proc, write_end, 0
         return proc
 
-    async def write(
-        self, slices: list[tuple[bytes, int]], books: list[BookRow] | None = None
-    ) -> tuple[int, dict[str, int]]:
-        """Store one batch of tick slices (all or nothing); returns how many ticks could not be stored as sent,
-        and the newest seq stored per symbol."""
+    async def write(self, chunks: list[ChunkColumns], books: list[BookRow] | None = None) -> int:
+        """Store one batch of chunks (all or nothing); returns how many ticks could not be stored as sent."""
         proc = await self._ensure()
         assert proc.stdout is not None and self._stdin is not None
         try:
@@ -96,7 +92,7 @@ class WriterProcess:
                 await asyncio.wait_for(proc.stdout.readline(), self.reply_timeout)
                 self._unread_replies -= 1
             self._unread_replies += 1
-            self._sending = asyncio.ensure_future(_send(self._stdin, slices, books or []))
+            self._sending = asyncio.ensure_future(_send(self._stdin, chunks, books or []))
             await asyncio.wait_for(asyncio.shield(self._sending), self.reply_timeout)
             self._sending = None
             line = await asyncio.wait_for(proc.stdout.readline(), self.reply_timeout)
@@ -110,7 +106,7 @@ class WriterProcess:
         reply = json.loads(line)
         if "error" in reply:
             raise StoreError(reply["error"])
-        return int(reply["undecodable"]), reply["last_seq"]
+        return int(reply["undecodable"])
 
     async def _kill(self) -> None:
         proc, self._proc = self._proc, None
@@ -148,19 +144,14 @@ class WriterProcess:
         await self._release_pipe()
 
 
-async def _send(fd: int, slices: list[tuple[bytes, int]], books: list[BookRow]) -> None:
-    """Write one batch ``SEND_BYTES`` at a time, yielding to the loop after each (and while the pipe is full)."""
-    parts: list[bytes] = []
-    size = 0
-    for data, ticks in slices:
-        parts += (_HEADER.pack(_TICKS, 0, ticks, len(data)), data)
-        size += _HEADER.size + len(data)
-        if size >= SEND_BYTES:
-            await _write_all(fd, b"".join(parts))
-            parts, size = [], 0
-            await asyncio.sleep(0)
-    if parts:
-        await _write_all(fd, b"".join(parts))
+async def _send(fd: int, chunks: list[ChunkColumns], books: list[BookRow]) -> None:
+    """Write one batch a framed chunk at a time, yielding to the loop after each (and while the pipe is full)."""
+    for chunk in chunks:
+        symbol = chunk.symbol.encode()
+        columns = chunk.parts()
+        head = _HEADER.pack(_TICKS, len(symbol), len(chunk), len(columns[-1]))
+        await _write_all(fd, b"".join((head, symbol, *columns)))
+        await asyncio.sleep(0)
     if books:
         encoded = _encode_books(books)
         await _write_all(fd, _HEADER.pack(_BOOKS, 0, len(books), len(encoded)) + encoded)
@@ -211,19 +202,26 @@ def _read_exact(stream: object, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def _read_batch(stream: object) -> tuple[list[tuple[bytes, int]], list[BookRow]]:
-    """One batch up to the end marker: (tick slices, book snapshots)."""
-    slices: list[tuple[bytes, int]] = []
+def _read_batch(stream: object) -> tuple[list[Block], list[BookRow], int]:
+    """One batch up to the end marker: (tick blocks, book snapshots, ticks that did not make a block)."""
+    blocks: list[Block] = []
     books: list[BookRow] = []
+    bad = 0
     while True:
-        kind, _, count, size = _HEADER.unpack(_read_exact(stream, _HEADER.size))
+        kind, symbol_size, n, ids_size = _HEADER.unpack(_read_exact(stream, _HEADER.size))
         if kind == _END:
-            return slices, books
-        data = _read_exact(stream, size)
+            return blocks, books, bad
         if kind == _BOOKS:
-            books += map(BookRow._make, _decode_books(data))
-        else:
-            slices.append((data, count))
+            books += map(BookRow._make, _decode_books(_read_exact(stream, ids_size)))
+            continue
+        symbol = _read_exact(stream, symbol_size).decode("utf-8", "replace")
+        columns = [_read_exact(stream, 8 * n) for _ in range(4)]  # seqs, stamps, prices, sizes
+        flags = _read_exact(stream, n)
+        trade_ids = _read_exact(stream, ids_size)
+        try:
+            blocks.append(make_block(symbol, *columns, flags, trade_ids))
+        except CorruptBlock:
+            bad += n
 
 
 async def _serve(url: str) -> None:
@@ -231,15 +229,14 @@ async def _serve(url: str) -> None:
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     while True:
         try:
-            slices, books = await asyncio.to_thread(_read_batch, stdin)
+            blocks, books, bad = await asyncio.to_thread(_read_batch, stdin)
         except EOFError:
             break
         try:
             if not store.is_open:
                 await store.open()
-            blocks, bad, last_seq = pack_blocks(slices)
             if isinstance(store, SqliteStore):
-                store.write_blocks_sync(blocks)
+                store.write_blocks_sync(blocks)  # as they came: the writer decodes nothing
                 if books:
                     store.write_books_sync(books)
             else:
@@ -256,7 +253,7 @@ async def _serve(url: str) -> None:
                     bad += invalid
                 if rows:
                     await store.write(rows)
-            reply = {"stored": sum(block.n for block in blocks), "undecodable": bad, "last_seq": last_seq}
+            reply = {"stored": sum(block.n for block in blocks), "undecodable": bad}
         except Exception as exc:  # reported to the recorder, which logs, backs off and retries the batch
             reply = {"error": f"{type(exc).__name__}: {exc}"}
             if not isinstance(exc, StoreError):
