@@ -142,6 +142,28 @@ class _RowWire(msgspec.Struct):
     seq: int = 0
 
 
+async def loop_cost(url: str, count: int) -> dict[str, float]:
+    """What recording adds to the event loop, per tick: the hub publishing 10-tick batches (as the mock source does
+    at 100k ticks/s), letting the loop run in between, with and without the recorder's listener and its packing
+    steps (the writer is not started: its work is in another process). Best of two alternated runs each."""
+    events = [row_event(row) for row in make_rows(count, time.time(), 1e-5)]
+    best: dict[str, float] = {}
+    for name in ("off", "on", "off", "on"):
+        hub = Hub(SYMBOLS, ring_size=4096)
+        recorder = Recorder(open_store(url), max_buffered=count + 1)
+        if name == "on":
+            hub.tick_listeners.append(recorder.record)
+        started = time.perf_counter()
+        for i in range(0, count, 10):
+            hub.publish_batch(events[i : i + 10])
+            await asyncio.sleep(0)
+        recorder._pack_all()
+        elapsed = time.perf_counter() - started
+        assert name == "off" or recorder.buffered == count
+        best[name] = min(best.get(name, math.inf), elapsed / count * 1e6)
+    return best
+
+
 def writer_paths(path: Path, count: int) -> dict[str, float]:
     """The writer child's work per batch, in-process, same ticks, same run, alternated:
 
@@ -404,6 +426,10 @@ async def main() -> None:
             naive = naive_sqlite(cwd / "naive.db", 2.0)
             print(f"   recorder: {rec['rate']:>10,.0f} ticks/s ({rec['ticks']:,} ticks in {rec['seconds']:.2f}s)")
             print(f"   naive one-insert-per-tick: {naive:>10,.0f} ticks/s  -> recorder is {rec['rate'] / naive:.0f}x")
+            cost = await loop_cost(sqlite_url, count // 2)
+            added = cost["on"] - cost["off"]
+            print(f"   on the event loop: publishing {cost['off']:.2f} us a tick, {cost['on']:.2f} us with the "
+                  f"recorder's listener and packing: recording adds {added:.2f} us a tick")  # fmt: skip
             paths = writer_paths(cwd, count // 2)
             print(f"   writer's own work: blocks {paths['blocks']:>12,.0f} ticks/s "
                   f"({1e6 / paths['blocks']:.2f} us a tick) vs one row per tick {paths['rows']:,.0f} ticks/s "

@@ -16,6 +16,7 @@ is left out and counted. One bad block never hides the rest of the history.
 
 from __future__ import annotations
 
+import math
 import sys
 from array import array
 from typing import NamedTuple
@@ -63,10 +64,11 @@ class ChunkColumns:
     """A block being built a tick at a time (the recorder's chunks). ``add`` is the reference; the recorder
     inlines the same appends in its packing loop."""
 
-    __slots__ = ("flags", "prices", "seqs", "sizes", "stamps", "symbol", "trade_ids")
+    __slots__ = ("first_ts", "flags", "prices", "seqs", "sizes", "stamps", "symbol", "trade_ids")
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
+        self.first_ts = math.nan  # the first tick's time (the recorder cuts a block at BLOCK_SPAN_SECONDS from it)
         self.seqs = array("q")
         self.stamps = array("d")
         self.prices = array("d")
@@ -78,6 +80,8 @@ class ChunkColumns:
         return len(self.seqs)
 
     def add(self, event: MarketEvent, seq: int) -> None:
+        if not self.seqs:
+            self.first_ts = event.timestamp
         self.seqs.append(seq)
         self.stamps.append(event.timestamp)
         self.prices.append(event.price)

@@ -1,13 +1,19 @@
 """The recorder: a hub tick listener that batches every published trade and price update into the store.
 
 The listener only appends the event and its seq to a list (~0.1 us a tick, a tenth of what publishing a tick
-costs) and schedules a packing step to run after the loop's current work. Fan-out p99 is set by how long a
-source's burst takes to publish (a tick waits for those ahead of it), so every tenth of a microsecond spent in
-the listener shows in it. Each packing step moves up to ``PACK_SLICE`` ticks into their symbol's chunk: the
-columns of one store block (``marketdata/tick_blocks.py``), up to ``CHUNK_MESSAGES`` ticks, which the writer
-stores as they are. Measured at 100k ticks/s: packing inside the listener (0.5 us a tick) raised p99 ~1.5x;
-encoding a whole chunk at send time (0.2-0.4 ms steps) 2-6x. Every other step on the loop (taking a batch,
-copying it into the pipe, freeing it once stored) works a chunk at a time.
+costs) and, once ``PACK_SLICE`` ticks wait, schedules a packing step to run after the loop's current work (what
+waits at a flush is packed then). Fan-out p99 is set by how long a source's burst takes to publish (a tick
+waits for those ahead of it), so every tenth of a microsecond spent on the loop shows in it. Each packing step
+moves up to ``PACK_SLICE`` ticks into their symbol's chunk: the columns of one store block
+(``marketdata/tick_blocks.py``), up to ``CHUNK_MESSAGES`` ticks, which the writer stores as they are.
+
+Measured at 100k ticks/s (``bench/store.py``): packing inside the listener (0.5 us a tick) raised p99 ~1.5x;
+encoding a whole chunk at send time (0.2-0.4 ms steps) 2-6x; 200-tick packing steps (~0.1 ms, one period of
+the mock's lockstep ticks) ~1.4x, 50-tick steps ~1.2x. A packing step after every published batch added 0.70 us
+a tick to the loop, one per 50 waiting ticks 0.53 us. Sending the ticks MessagePack-encoded for the writer to
+pack (0.41 against 0.70 us a tick on the loop) was worse on two vCPUs: the writer then needed 8-9% of a core
+beside a service that keeps its own core busy (mean p99 ratio 1.35 against 1.18). Every other step on the loop
+(taking a batch, copying it into the pipe, freeing it once stored) works a chunk at a time.
 
 A flusher task takes a batch every ``flush_interval`` and hands it to the writer process (``writer.py``), which
 writes it in one transaction. When the store fails the batch is kept and retried with capped, jittered backoff
@@ -45,6 +51,7 @@ log = logging.getLogger(__name__)
 
 CHUNK_MESSAGES = 1000  # ticks per chunk (and stored block)
 PACK_SLICE = 50  # ticks packed per loop step: ~25 us
+_PACK_TRIGGER = 2 * PACK_SLICE  # a packing step is scheduled once a slice waits (fewer waits pack at the flush)
 MAX_BOOKS = 100_000  # order-book snapshots buffered while the store fails (~1 day of 1/s for a symbol)
 BACKOFF_FIRST = 0.1
 BACKOFF_CAP = 2.0
@@ -129,7 +136,7 @@ class Recorder:
         unpacked = self._unpacked
         unpacked.append(event)
         unpacked.append(seq)
-        if not self._pack_scheduled:
+        if len(unpacked) >= _PACK_TRIGGER and not self._pack_scheduled:
             self._pack_scheduled = True
             try:
                 asyncio.get_running_loop().call_soon(self._pack_step)
@@ -182,26 +189,30 @@ class Recorder:
         self._packed_to = stop
         filling = self._filling
         size = self.chunk_size
+        span, trade, buy, sell, update = BLOCK_SPAN_SECONDS, Trade, BUY_FLAG, SELL_FLAG, PRICE_UPDATE_FLAG
         for i in range(start, stop, 2):
             event: MarketEvent = packing[i]  # type: ignore[assignment]
+            ts = event.timestamp
             chunk = filling.get(event.symbol)
-            if chunk is not None and abs(event.timestamp - chunk.stamps[0]) > BLOCK_SPAN_SECONDS:
+            if chunk is not None and not -span <= ts - chunk.first_ts <= span:
                 del filling[event.symbol]  # a block spans at most this much event time (see sqlite_blocks)
                 self._add_chunk(chunk)
                 chunk = None
             if chunk is None:
                 chunk = filling[event.symbol] = ChunkColumns(event.symbol)
-            chunk.seqs.append(packing[i + 1])  # type: ignore[arg-type]
-            chunk.stamps.append(event.timestamp)
+                chunk.first_ts = ts
+            seqs = chunk.seqs
+            seqs.append(packing[i + 1])  # type: ignore[arg-type]
+            chunk.stamps.append(ts)
             chunk.prices.append(event.price)
-            if event.__class__ is Trade:  # ChunkColumns.add, inlined: this loop runs for every tick
+            if event.__class__ is trade:  # ChunkColumns.add, inlined: this loop runs for every tick
                 chunk.sizes.append(event.size)  # type: ignore[union-attr]
-                chunk.flags.append(BUY_FLAG if event.side == "buy" else SELL_FLAG)  # type: ignore[union-attr]
+                chunk.flags.append(buy if event.side == "buy" else sell)  # type: ignore[union-attr]
                 chunk.trade_ids.append(event.trade_id)  # type: ignore[union-attr]
             else:
                 chunk.sizes.append(event.volume)  # type: ignore[union-attr]
-                chunk.flags.append(PRICE_UPDATE_FLAG)
-            if len(chunk.seqs) >= size:
+                chunk.flags.append(update)
+            if len(seqs) >= size:
                 del filling[event.symbol]
                 self._add_chunk(chunk)
         if stop >= len(packing):
