@@ -138,3 +138,6 @@ async def test_iter_books_pages_in_time_then_version_order_through_ties(store: S
         assert all(len(p) <= page for p in pages)
     ranged = [row async for p in store.iter_books(SYMBOL, base + 2, base + 11, 3) for row in p]
     assert ranged == [row for row in rows if base + 2 <= row.ts < base + 11]
+    assert await store.count_books(SYMBOL, base + 2, base + 11) == len(ranged)
+    assert await store.count_books(SYMBOL, None, None) == len(rows)
+    assert await store.count_books("BTC-PERP", None, None) == 0
