@@ -13,7 +13,8 @@ message clients get, so ``GET /orderbooks/{symbol}`` serves them back as they we
 
 A ``FeedStatus`` (reconnect, resync, stale) becomes a ``gap`` message to every subscriber of the symbol, with
 ``reason="upstream_<kind>"`` and ``from_seq == to_seq ==`` the symbol's last seq: nothing in our own sequence is
-missing, but the venue's data around that point may be (trades during a reconnect) or was repaired (books).
+missing, but the venue's data around that point may be (trades during a reconnect) or was repaired (books). The
+hub keeps the newest of them (``Hub.notify``), so a client that resumes from before one still gets it.
 """
 
 from __future__ import annotations
@@ -91,10 +92,7 @@ class BookStreams:
         if channel is None:
             return
         gap = GapData(channel.seq, channel.seq, f"upstream_{status.kind}")
-        payload = encode(GapMessage(status.symbol, status.timestamp, gap))
-        for conn in [*(c for group in channel.groups.values() for c in group), *channel.conflated]:
-            self.hub.send(conn, payload)
-            self.statuses_sent += 1
+        self.statuses_sent += self.hub.notify(status.symbol, encode(GapMessage(status.symbol, status.timestamp, gap)))
 
     # -- client subscriptions ----------------------------------------------------------------------------
     def subscribe(self, conn: Connection, symbol: str, depth: int | None, rate: float | None) -> str | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -36,6 +37,7 @@ from marketdata.ticks import MarketEvent
 log = logging.getLogger(__name__)
 
 REPLAY_ALLOWANCE_FACTOR = 8
+NOTICES_KEPT = 64  # per channel: the newest upstream notices a resuming client is sent again
 
 SlowPolicy = Literal["close", "latest"]
 TickListener = Callable[[MarketEvent, int], None]  # (event, its seq), called as it is published
@@ -96,13 +98,16 @@ class Connection:
 
 
 class Channel:
-    __slots__ = ("conflated", "groups", "ring", "symbol")
+    __slots__ = ("conflated", "groups", "notices", "ring", "symbol")
 
     def __init__(self, symbol: str, ring: MessageRing) -> None:
         self.symbol = symbol
         self.ring = ring
         self.groups: dict[int, dict[Connection, None]] = {}  # codec -> subscribers
         self.conflated: dict[Connection, None] = {}
+        # (seq they came after, payload): unsequenced messages about the stream (a venue feed interruption) that
+        # a client resuming from before them must still get; in memory only, so a restart forgets them.
+        self.notices: deque[tuple[int, bytes]] = deque(maxlen=NOTICES_KEPT)
 
     @property
     def seq(self) -> int:
@@ -249,6 +254,19 @@ class Hub:
         conn.subscriptions.clear()
         self.connections.pop(conn, None)
 
+    def notify(self, symbol: str, payload: bytes) -> int:
+        """Send an unsequenced message about ``symbol``'s stream (a venue feed interruption) to its subscribers
+        now, and keep it at its place after the current seq, so a client resuming from before it gets it too.
+        Returns how many connections it was sent to."""
+        channel = self.channels.get(symbol)
+        if channel is None:
+            return 0
+        channel.notices.append((channel.seq, payload))
+        subscribers = [*(c for group in channel.groups.values() for c in group), *channel.conflated]
+        for conn in subscribers:
+            self.send(conn, payload)
+        return len(subscribers)
+
     def subscribe(self, conn: Connection, symbol: str, resume_after: int | None = None) -> int:
         """Add ``conn`` to ``symbol``; with ``resume_after``, first replay what it missed. Returns the head seq."""
         channel = self.channels[symbol]
@@ -260,8 +278,16 @@ class Hub:
             conn.replay_allowance += min(room, sum(len(p) for p in payloads))
             if gap is not None:
                 self.send(conn, self.gap_payload(symbol, gap))
-            for payload in payloads:
+            # Notices from `resume_after` on, each after the message it followed. One made right after the
+            # client's last seq may have reached it already: a repeat is harmless, a loss would be silent.
+            notices = [notice for notice in channel.notices if notice[0] >= resume_after]
+            first_seq = channel.seq - len(payloads) + 1
+            for offset, payload in enumerate(payloads):
+                while notices and notices[0][0] < first_seq + offset:
+                    self.send(conn, notices.pop(0)[1])
                 self.send(conn, payload)
+            for _, notice in notices:
+                self.send(conn, notice)
         if symbol not in conn.subscriptions:
             conn.subscriptions[symbol] = None
             if conn.conflating:

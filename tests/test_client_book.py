@@ -10,6 +10,7 @@ import time
 from decimal import Decimal
 from typing import Any
 
+import aiohttp
 import pytest
 from fake_exchanges.base import standard_script
 from test_client import SeqRecorder
@@ -90,6 +91,47 @@ async def test_books_equal_the_exchange_and_upstream_gaps_are_interruptions(star
         assert_complete(seqs)
     print("interruptions:", interruptions, "messages:", {s: len(v) for s, v in log.seqs().items()})
     assert provider.client.get_orderbook("BTC-PERP") is None  # the provider asked for its own symbol only
+
+
+async def test_an_upstream_interruption_during_a_client_outage_reaches_it_on_resume_once(start_service: Any) -> None:
+    """The venue feed drops while the client is cut off: the resumed client still learns of it, in place, once."""
+    _, symbol_map = make_source("okx", "unused")
+    fake = FAKES["okx"](list(symbol_map.values()), ["trade"] * 6 + ["book"] * 2, seed=9)
+    service = start_service(**_service_env("okx", await fake.start()))
+    async with CuttableProxy(service.port) as proxy:
+        client = BluefinServiceClient(proxy.url, heartbeat_interval=0.5)
+        log = SeqRecorder(client)
+        interruptions: list[dict[str, Any]] = []
+        client.subscribe_to_feed_interruptions(interruptions.append)
+        assert await client.connect_websocket(list(symbol_map))
+        try:
+            await asyncio.wait_for(fake.play(), 30)
+            await wait_until(lambda: sum(map(len, log.seqs().values())) >= 6, "the first trades")
+            assert interruptions == []
+            proxy.cut()
+            await wait_until(lambda: not client.is_websocket_connected(), "the client to see the outage")
+            fake.script = ["drop", "trade", "trade", "trade", "book"]
+            await asyncio.wait_for(fake.play(), 30)  # the venue drops the service and comes back
+            async with aiohttp.ClientSession() as session:
+                deadline = time.monotonic() + 20
+                while True:
+                    async with session.get(f"{service.http_url}/streaming/status") as response:
+                        if (await response.json())["feed"]["reconnects"] >= 1:
+                            break
+                    assert time.monotonic() < deadline, "the service never saw the venue drop"
+                    await asyncio.sleep(0.05)
+            proxy.restore()
+            await wait_until(lambda: sum(map(len, log.seqs().values())) >= 9, "the trades after the drop")
+            await asyncio.sleep(0.3)  # anything repeated would have arrived by now
+            status = client.get_websocket_status()
+        finally:
+            await client.disconnect_websocket()
+            await fake.stop()
+    assert [i["reason"] for i in interruptions] == ["upstream_reconnect"] * len(symbol_map)
+    assert {i["symbol"] for i in interruptions} == set(symbol_map)
+    assert status["reconnects"] == 1 and status["feed_interruptions"] == len(symbol_map)
+    for seqs in log.seqs().values():
+        assert_complete(seqs)
 
 
 def book(bids: Any, asks: Any, symbol: str = "ETH-PERP", **extra: Any) -> str:
@@ -173,3 +215,23 @@ async def test_no_book_yet_and_bad_book_settings() -> None:
         with pytest.raises(ConfigError):
             await client.connect_websocket(["ETH-PERP"], orderbook=True, **bad)
     assert client.get_orderbook("ETH-PERP") is None and client.is_websocket_connected() is False
+
+
+async def test_an_interruption_sent_again_on_resume_is_counted_once() -> None:
+    from bot.exchange.sequencing import StreamSequencer
+    from marketdata.protocol import GapData, GapMessage
+
+    delivered: list[tuple[str, dict[str, Any]]] = []
+
+    async def put(kind: str, payload: dict[str, Any]) -> None:
+        delivered.append((kind, payload))
+
+    stats: dict[str, Any] = {"feed_interruptions": 0, "gap_count": 0, "duplicates_dropped": 0}
+    sequencer = StreamSequencer(put, stats, repair_gaps=False, page_size=10, timeout=1, hold_size=10, history=10)
+    reconnect = GapMessage("ETH-PERP", 1_700_000_000.5, GapData(41, 41, "upstream_reconnect"))
+    later = GapMessage("ETH-PERP", 1_700_000_009.0, GapData(41, 41, "upstream_reconnect"))  # another, same seq
+    for message in (reconnect, reconnect, later, reconnect):
+        await sequencer.on_gap_message(message, None)
+    assert [(i["seq"], i["time"]) for i in sequencer.interruptions] == [(41, 1_700_000_000.5), (41, 1_700_000_009.0)]
+    assert stats["feed_interruptions"] == 2 and [kind for kind, _ in delivered] == ["interruption"] * 2
+    assert stats["gap_count"] == 0 and list(sequencer.gaps) == []

@@ -393,6 +393,47 @@ async def test_books_are_throttled_per_client_and_statuses_reach_subscribers() -
     assert conn_fast not in books.subs
 
 
+async def test_a_client_resuming_from_before_an_upstream_interruption_still_gets_it_in_place() -> None:
+    from bluefin_service.books import BookStreams
+    from bluefin_service.hub import NOTICES_KEPT, Connection, Hub
+
+    hub = Hub(["ETH-PERP"], ring_size=50)
+    books = BookStreams(hub, ["ETH-PERP"])
+
+    def ticks(start: int, count: int) -> list[PriceUpdate]:
+        return [PriceUpdate("ETH-PERP", float(start + i), 2500.0, 1.0) for i in range(count)]
+
+    def interrupted(kind: str) -> None:
+        books.route([FeedStatus("ETH-PERP", 99.0, "okx", kind, "test")], hub.publish_batch)
+
+    hub.publish_batch(ticks(0, 10))
+    interrupted("reconnect")  # after seq 10
+    hub.publish_batch(ticks(10, 5))
+    interrupted("resync")  # after seq 15
+    interrupted("stale")  # also after seq 15
+
+    def resumed(after: int) -> list[tuple[str, object]]:
+        transport = _RecordingTransport()
+        conn = Connection(after + 100, transport, lambda code, reason: None)
+        hub.attach(conn)
+        hub.subscribe(conn, "ETH-PERP", after)
+        hub.flush()
+        hub.detach(conn)
+        return [(m["type"], m["seq"] if m["type"] != "gap" else m["data"]["reason"]) for m in transport.messages()]
+
+    notices = [("gap", "upstream_reconnect")], [("gap", "upstream_resync"), ("gap", "upstream_stale")]
+    assert resumed(8) == [("price_update", 9), ("price_update", 10), *notices[0],
+                          *[("price_update", seq) for seq in range(11, 16)], *notices[1]]  # fmt: skip
+    assert resumed(10) == [*notices[0], *[("price_update", seq) for seq in range(11, 16)], *notices[1]]
+    assert resumed(12) == [("price_update", 13), ("price_update", 14), ("price_update", 15), *notices[1]]
+    assert resumed(15) == notices[1]
+    hub.publish_batch(ticks(15, 1))
+    assert resumed(16) == []
+    for _ in range(NOTICES_KEPT):  # bounded: the oldest are forgotten
+        interrupted("stale")
+    assert ("gap", "upstream_reconnect") not in resumed(0)
+
+
 async def test_failed_trade_backfill_releases_live_trades_and_keeps_the_gap(monkeypatch: pytest.MonkeyPatch) -> None:
     """aggTrades REST down: the trades made during the drop stay missing (the gap message says so); every
     live trade still arrives, once, in order."""

@@ -64,6 +64,8 @@ class StreamSequencer:
         if gap.reason.startswith("upstream_"):  # the venue's feed, not our sequence: nothing to repair
             event = {"symbol": symbol, "kind": gap.reason.removeprefix("upstream_"), "reason": gap.reason,
                      "seq": gap.to_seq, "time": message.timestamp}  # fmt: skip
+            if event in self.interruptions:  # the service sends it again to a client resuming from before it
+                return
             self.interruptions.append(event)
             self._stats["feed_interruptions"] += 1
             log.warning("%s: the service's venue feed was interrupted (%s) at seq %d", symbol, gap.reason, gap.to_seq)
