@@ -237,7 +237,9 @@ async def _export_books(
                 message = decode_server(row.payload)
             except ProtocolError:
                 message = None
-            if not isinstance(message, OrderBookMessage):
+            if not isinstance(message, OrderBookMessage) or any(
+                len(level) != 2 for level in (*message.data.bids, *message.data.asks)
+            ):
                 skipped += 1
                 continue
             data = message.data
@@ -247,7 +249,7 @@ async def _export_books(
                 table[name].append(value)
             for side, levels in (("bid", data.bids), ("ask", data.asks)):
                 for level in range(depth):
-                    price, size = levels[level][:2] if level < len(levels) else (None, None)
+                    price, size = levels[level] if level < len(levels) else (None, None)
                     table[f"{side}_price_{level}"].append(price)
                     table[f"{side}_size_{level}"].append(size)
         advance(len(page))

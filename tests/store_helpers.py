@@ -91,6 +91,14 @@ def book_row(symbol: str, ts: float, version: int, best: float) -> BookRow:
     return BookRow(symbol, ts, version, encode(OrderBookMessage(symbol, ts, book_data(view, 20))))
 
 
+def short_level_book(symbol: str, ts: float, version: int) -> BookRow:
+    """A recorded snapshot that decodes but has a level without its size (``[99.5]``)."""
+    good = book_row(symbol, ts, version, 100.0)
+    payload = good.payload.replace(b"[99.5,3.0]", b"[99.5]")
+    assert payload != good.payload
+    return good._replace(payload=payload)
+
+
 def stored_rows(db: Path) -> dict[str, dict[int, tuple[Any, ...]]]:
     """symbol -> seq -> row tuple, decoded straight from a SQLite store file's blocks (read-only)."""
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)

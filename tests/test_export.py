@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pytest
-from store_helpers import book_row, make_rows
+from store_helpers import book_row, make_rows, short_level_book
 
 from bluefin_service.export import main as export_main
 from bluefin_service.store import BookRow, TickRow, open_store
@@ -137,12 +137,15 @@ def test_order_books_to_parquet_and_csv_one_flat_row_per_snapshot(tmp_path: Path
     url = f"sqlite:///{tmp_path / 'ticks.db'}"
     books = [book_row("ETH-PERP", 1_700_000_000.0 + i, i, 2500.0 + i) for i in range(30)]
     books.append(book_row("BTC-PERP", 1_700_000_001.0, 1, 40_000.0))
-    garbage = BookRow("ETH-PERP", 1_700_000_003.5, 99, b"{not a book")
+    garbage = [
+        BookRow("ETH-PERP", 1_700_000_003.5, 99, b"{not a book"),
+        short_level_book("ETH-PERP", 1_700_000_004.5, 98),
+    ]
 
     async def fill() -> None:
         store = open_store(url)
         await store.open()
-        await store.write_books([*books, garbage])
+        await store.write_books([*books, *garbage])
         await store.close()
 
     asyncio.run(fill())
@@ -155,7 +158,7 @@ def test_order_books_to_parquet_and_csv_one_flat_row_per_snapshot(tmp_path: Path
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
         assert f"exported {len(wanted)} books of ETH-PERP" in result.stderr
-        assert "skipped 1 recorded book(s) that do not decode" in result.stderr
+        assert "skipped 2 recorded book(s) that do not decode" in result.stderr
         frame = pd.read_parquet(out) if fmt == "parquet" else pd.read_csv(out)
         assert list(frame["timestamp"]) == [b.ts for b in wanted]
         assert list(frame["version"]) == [b.version for b in wanted]

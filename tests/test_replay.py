@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from store_helpers import book_row, make_rows
+from store_helpers import book_row, make_rows, short_level_book
 from svc_helpers import collect_market, connect, wait_for_status
 
 from bluefin_service.__main__ import main as service_main
@@ -53,6 +53,7 @@ async def test_recorded_books_replay_in_time_order_with_the_ticks_and_garbage_is
     garbage = [
         BookRow("ETH-PERP", ticks[7].ts + 0.01, 900, b"\x00not json"),
         BookRow("ETH-PERP", ticks[8].ts + 0.01, 901, encode(market_message(row_event(ticks[8]), 9))),  # not a book
+        short_level_book("ETH-PERP", ticks[9].ts + 0.01, 902),
     ]
     await store.write(ticks)
     await store.write_books(books + garbage)
@@ -77,7 +78,7 @@ async def test_recorded_books_replay_in_time_order_with_the_ticks_and_garbage_is
         )  # fmt: skip
         assert book_data(event, 20) == want.data  # the book a subscriber gets is the one recorded
     assert replay.status() == {
-        "ticks": 28, "orderbooks": len(in_range), "orderbooks_skipped": 2, "finished": True,
+        "ticks": 28, "orderbooks": len(in_range), "orderbooks_skipped": 3, "finished": True,
     }  # fmt: skip
     await store.close()
 

@@ -122,6 +122,8 @@ class ReplaySource:
         if not isinstance(message, OrderBookMessage):
             return self._skip_book(row, f"a {type(message).__name__}, not an orderbook message")
         data = message.data
+        if any(len(level) != 2 for level in (*data.bids, *data.asks)):
+            return self._skip_book(row, "a level that is not [price, size]")
         bids = [(level[0], level[1]) for level in data.bids]
         asks = [(level[0], level[1]) for level in data.asks]
         return BookView(message.symbol, message.timestamp, bids, asks, data.venue, data.update_id)
