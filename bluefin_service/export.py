@@ -26,11 +26,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from bluefin_service.config import load_settings
-from bluefin_service.store import Store, TickQuery, TickRow, open_store, parse_timestamp, redact
+from bluefin_service.store import Store, TickQuery, TickRow, open_store, parse_timestamp, recorded_book, redact
 from bluefin_service.store.aggregate import TickColumns, aggregate, parse_interval
 from bluefin_service.store.sqlite import SqliteStore
 from marketdata.errors import ConfigError
-from marketdata.protocol import OrderBookMessage, ProtocolError, decode_server, normalize_symbol
+from marketdata.protocol import ProtocolError, normalize_symbol
 
 PROGRESS_MIN_ROWS = 200_000
 WRITE_ROWS = 100_000
@@ -234,12 +234,8 @@ async def _export_books(
         table: dict[str, list[Any]] = {name: [] for name in sink.schema.names}
         for row in page:
             try:
-                message = decode_server(row.payload)
-            except ProtocolError:
-                message = None
-            if not isinstance(message, OrderBookMessage) or any(
-                len(level) != 2 for level in (*message.data.bids, *message.data.asks)
-            ):
+                message = recorded_book(row)
+            except ValueError:
                 skipped += 1
                 continue
             data = message.data

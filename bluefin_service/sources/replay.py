@@ -18,9 +18,8 @@ from collections.abc import AsyncIterator, Iterable
 
 from bluefin_service.config import ServiceSettings
 from bluefin_service.sources.feed import Publish
-from bluefin_service.store import PAGE_ROWS, BookRow, Store, TickRow, open_store, redact, row_event
+from bluefin_service.store import PAGE_ROWS, BookRow, Store, TickRow, open_store, recorded_book, redact, row_event
 from marketdata.book import BookView
-from marketdata.protocol import OrderBookMessage, ProtocolError, decode_server
 from marketdata.ticks import MarketEvent
 
 log = logging.getLogger(__name__)
@@ -116,21 +115,15 @@ class ReplaySource:
 
     def _book_view(self, row: BookRow) -> BookView | None:
         try:
-            message = decode_server(row.payload)
-        except ProtocolError as exc:
-            return self._skip_book(row, str(exc))
-        if not isinstance(message, OrderBookMessage):
-            return self._skip_book(row, f"a {type(message).__name__}, not an orderbook message")
+            message = recorded_book(row)
+        except ValueError as exc:
+            self.books_skipped += 1
+            log.warning("replay: skipped the recorded %s book at %s: %s", row.symbol, row.ts, exc)
+            return None
         data = message.data
-        if any(len(level) != 2 for level in (*data.bids, *data.asks)):
-            return self._skip_book(row, "a level that is not [price, size]")
         bids = [(level[0], level[1]) for level in data.bids]
         asks = [(level[0], level[1]) for level in data.asks]
         return BookView(message.symbol, message.timestamp, bids, asks, data.venue, data.update_id)
-
-    def _skip_book(self, row: BookRow, why: str) -> None:
-        self.books_skipped += 1
-        log.warning("replay: skipped the recorded %s book at %s: %s", row.symbol, row.ts, why)
 
     async def run(self, publish: Publish) -> None:
         await self.store.open()

@@ -14,15 +14,22 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 import msgspec
 
-from marketdata.errors import MarketDataError
-from marketdata.protocol import PriceData, PriceUpdateMessage, TradeData, TradeMessage
+from marketdata.errors import MarketDataError, ProtocolError
+from marketdata.protocol import (
+    OrderBookMessage,
+    PriceData,
+    PriceUpdateMessage,
+    TradeData,
+    TradeMessage,
+    decode_server,
+)
 from marketdata.ticks import MarketEvent, PriceUpdate, Trade
 
 if TYPE_CHECKING:
@@ -142,29 +149,18 @@ class Store(abc.ABC):
         self, symbol: str, start: float | None, end: float | None, page: int = PAGE_ROWS
     ) -> AsyncIterator[list[TickRow]]:
         """Pages of one symbol's rows in (ts, seq) order, read with keyset pagination (bounded memory)."""
-        cursor: tuple[float, int] | None = None
-        while True:
-            rows = await self._page(symbol, start, end, cursor, page)
-            if not rows:
-                return
+        fetch = lambda cursor: self._page(symbol, start, end, cursor, page)  # noqa: E731
+        async for rows in _keyset_pages(fetch, None, page, lambda row: (row.ts, row.seq)):
             yield rows
-            if len(rows) < page:
-                return
-            cursor = (rows[-1].ts, rows[-1].seq)
 
     async def iter_books(
         self, symbol: str, start: float | None, end: float | None, page: int = BOOK_PAGE_ROWS
     ) -> AsyncIterator[list[BookRow]]:
         """Pages of one symbol's book snapshots in (ts, version) order (bounded memory, like ``iter_range``)."""
-        cursor: tuple[float, int] | None = (start, -(2**63)) if start is not None else (-math.inf, -(2**63))
-        while True:
-            rows = await self.books(symbol, None, end, page, after=cursor)
-            if not rows:
-                return
+        first = (-math.inf if start is None else start, -(2**63))  # (ts, version) > this: every ts >= start
+        fetch = lambda cursor: self.books(symbol, None, end, page, after=cursor)  # noqa: E731
+        async for rows in _keyset_pages(fetch, first, page, lambda row: (row.ts, row.version)):
             yield rows
-            if len(rows) < page:
-                return
-            cursor = (rows[-1].ts, rows[-1].version)
 
     async def range_columns(self, symbol: str, start: float | None, end: float | None) -> TickColumns:
         """A range of one symbol as columns for candle building (stores may override with a faster path)."""
@@ -189,6 +185,39 @@ class Store(abc.ABC):
     async def _page(
         self, symbol: str, start: float | None, end: float | None, cursor: tuple[float, int] | None, limit: int
     ) -> list[TickRow]: ...
+
+
+_Row = TypeVar("_Row", TickRow, BookRow)
+
+
+async def _keyset_pages(
+    fetch: Callable[[tuple[float, int] | None], Awaitable[list[_Row]]],
+    cursor: tuple[float, int] | None,
+    page: int,
+    key: Callable[[_Row], tuple[float, int]],
+) -> AsyncIterator[list[_Row]]:
+    """Pages from ``fetch(cursor)`` (rows ordered after ``cursor``) until one comes back short."""
+    while True:
+        rows = await fetch(cursor)
+        if not rows:
+            return
+        yield rows
+        if len(rows) < page:
+            return
+        cursor = key(rows[-1])
+
+
+def recorded_book(row: BookRow) -> OrderBookMessage:
+    """A recorded snapshot as the ``orderbook`` message it was; raises ValueError saying why it cannot be one."""
+    try:
+        message = decode_server(row.payload)
+    except ProtocolError as exc:
+        raise ValueError(str(exc)) from None
+    if not isinstance(message, OrderBookMessage):
+        raise ValueError(f"a {type(message).__name__}, not an orderbook message")
+    if any(len(level) != 2 for level in (*message.data.bids, *message.data.asks)):
+        raise ValueError("a level that is not [price, size]")
+    return message
 
 
 def _seq_of(row: tuple[object, ...]) -> int:
